@@ -1,0 +1,1 @@
+"""SupportMesh services and their shared kit."""

@@ -1,0 +1,1 @@
+"""Data plane: schema migrations, JetStream declarations and the dead-letter forwarder."""

@@ -1,0 +1,1 @@
+"""Infrastructure shared by every service: bootstrap, errors, settings, clients, fixtures."""

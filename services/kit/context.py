@@ -1,0 +1,55 @@
+"""Per-call context (request id, deadline, trusted tenant) carried across awaits.
+
+The server interceptors fill it from inbound metadata; the client interceptors read it so
+outbound calls inherit the request id, the remaining deadline and the trace.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass
+
+# Metadata keys; the x-supportmesh-* ones are set by the edge only (trusted, stripped from
+# client input at the edge).
+REQUEST_ID_KEY = "x-request-id"
+TENANT_KEY = "x-supportmesh-tenant"
+SUBJECT_KEY = "x-supportmesh-subject"
+SCOPES_KEY = "x-supportmesh-scopes"
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What the current inbound call knows about itself."""
+
+    request_id: str
+    method: str
+    deadline: float | None = None
+    tenant_id: str = ""
+    subject: str = ""
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before the inbound deadline, or None when there is none."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+
+_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "supportmesh_call", default=None
+)
+
+
+def current() -> CallContext | None:
+    """Return the context of the inbound call being served, if any."""
+    return _current.get()
+
+
+def bind(ctx: CallContext) -> contextvars.Token[CallContext | None]:
+    """Make ``ctx`` current; pass the token to :func:`reset` when the call ends."""
+    return _current.set(ctx)
+
+
+def reset(token: contextvars.Token[CallContext | None]) -> None:
+    """Restore the context that was current before :func:`bind`."""
+    _current.reset(token)

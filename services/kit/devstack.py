@@ -1,0 +1,212 @@
+"""The whole platform on one machine: real servers, migrations, every service, the Envoy edge.
+
+The ``supportmesh dev`` command and the pytest harness both use :class:`Platform`. Servers
+whose URL is already configured (``DATABASE_URL``, ``REDIS_URL``, ``NATS_URL``) are used as
+they are; the others are started from their pip wheels under the state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from services.kit import db, gateway
+from services.kit.settings import InfraSettings
+from services.kit.stack import (
+    EnvoyServer,
+    ManagedProcess,
+    NatsServer,
+    PostgresServer,
+    ValkeyServer,
+    free_port,
+    port_open,
+    run_command,
+)
+
+_log = logging.getLogger("supportmesh.devstack")
+
+DATABASE = "supportmesh"
+APP_ROLE = "supportmesh_app"
+DEV_PORTS = {"postgres": 5433, "valkey": 6380, "nats": 4223, "nats_monitor": 8223,
+             "edge": 8080, "edge_admin": 9901}  # fmt: skip
+
+
+def with_database(url: str, database: str, user: str | None = None) -> str:
+    """Return ``url`` pointing at ``database`` (and as ``user`` when given)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if user is not None:
+        netloc = f"{user}@{netloc.rpartition('@')[2]}"
+    return urlunsplit((parts.scheme, netloc, f"/{database}", parts.query, parts.fragment))
+
+
+@dataclass
+class Platform:
+    """Everything the platform runs, started in dependency order and stopped in reverse."""
+
+    state_dir: Path
+    fixed_ports: bool = False
+    fast: bool = False
+    infra: InfraSettings = field(default_factory=InfraSettings)
+    catalog: list[gateway.CatalogEntry] = field(default_factory=gateway.load_catalog)
+    servers: list[PostgresServer | ValkeyServer | NatsServer | EnvoyServer] = field(
+        default_factory=list
+    )
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    admin_database_url: str = ""
+    database_url: str = ""
+    redis_url: str = ""
+    nats_url: str = ""
+
+    def _port(self, name: str, dev_port: int | None = None) -> int:
+        port = dev_port if self.fixed_ports and dev_port else free_port()
+        if self.fixed_ports and dev_port and port_open(port):
+            raise RuntimeError(f"port {port} for {name} is taken; is another stack running?")
+        self.ports[name] = port
+        return port
+
+    def start_infra(self) -> None:
+        """Start PostgreSQL, Valkey and NATS unless their URLs are configured."""
+        data = self.state_dir / "data"
+        if self.infra.database_url:
+            self.admin_database_url = self.infra.migration_database_url or self.infra.database_url
+            self.database_url = self.infra.database_url
+        else:
+            postgres = PostgresServer(
+                data / "postgres", self._port("postgres", DEV_PORTS["postgres"]), fast=self.fast
+            )
+            self._start(postgres)
+            self.admin_database_url = with_database(postgres.url, DATABASE)
+            self.database_url = with_database(postgres.url, DATABASE, APP_ROLE)
+            self._create_database(postgres.url)
+        if self.infra.redis_url:
+            self.redis_url = self.infra.redis_url
+        else:
+            valkey = ValkeyServer(data / "valkey", self._port("valkey", DEV_PORTS["valkey"]))
+            self._start(valkey)
+            self.redis_url = valkey.url
+        if self.infra.nats_url:
+            self.nats_url = self.infra.nats_url
+        else:
+            nats = NatsServer(
+                data / "nats",
+                self._port("nats", DEV_PORTS["nats"]),
+                self._port("nats_monitor", DEV_PORTS["nats_monitor"]),
+            )
+            self._start(nats)
+            self.nats_url = nats.url
+
+    def _start(self, server: PostgresServer | ValkeyServer | NatsServer | EnvoyServer) -> None:
+        self.servers.append(server)
+        server.start()
+
+    def _create_database(self, admin_url: str) -> None:
+        asyncio.run(db.ensure_database(admin_url, DATABASE))
+
+    def env(self) -> dict[str, str]:
+        """The environment every platform process gets."""
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=self.database_url,
+            MIGRATION_DATABASE_URL=self.admin_database_url,
+            REDIS_URL=self.redis_url,
+            NATS_URL=self.nats_url,
+            PYTHONUNBUFFERED="1",
+        )
+        if self.infra.qdrant_url:
+            env["QDRANT_URL"] = self.infra.qdrant_url
+        return env
+
+    def migrate(self) -> None:
+        """Apply database migrations and declare JetStream streams."""
+        run_command(
+            [sys.executable, "-m", "services.dataplane", "migrate"],
+            log_path=self.state_dir / "logs" / "migrate.log",
+            env=self.env(),
+        )
+
+    def start_services(self) -> None:
+        """Start every catalogued service (and the DLQ forwarder) and wait until they listen."""
+        env = self.env()
+        logs_dir = self.state_dir / "logs"
+        forwarder = ManagedProcess(
+            [sys.executable, "-m", "services.dataplane", "dlq"],
+            log_path=logs_dir / "dlq-forwarder.log",
+            name="dlq-forwarder",
+            env=env,
+        )
+        self.processes["dlq-forwarder"] = forwarder
+        forwarder.start()
+        started: list[tuple[ManagedProcess, int]] = []
+        for entry in self.catalog:
+            port = self._port(entry.name, entry.dev_port)
+            prefix = entry.name.upper()
+            service_env = {**env, f"{prefix}_PORT": str(port), f"{prefix}_HOST": "127.0.0.1"}
+            process = ManagedProcess(
+                [sys.executable, "-m", entry.module],
+                log_path=logs_dir / f"{entry.name}.log",
+                name=entry.name,
+                env=service_env,
+            )
+            self.processes[entry.name] = process
+            process.start()
+            started.append((process, port))
+        for process, port in started:
+            process.wait_ready(functools.partial(port_open, port), timeout=60)
+        forwarder.wait_ready(lambda: "READY" in forwarder.log_path.read_text(), timeout=30)
+
+    def start_edge(self) -> None:
+        """Render the Envoy config for the running services and start Envoy."""
+        listen = self._port("edge", DEV_PORTS["edge"])
+        admin = self._port("edge_admin", DEV_PORTS["edge_admin"])
+        upstreams = {entry.name: self.ports[entry.name] for entry in self.catalog}
+        config = gateway.render(self.catalog, upstreams, listen_port=listen, admin_port=admin)
+        path = gateway.write(config, self.state_dir / "envoy" / "envoy.yaml")
+        self._start(EnvoyServer(path, admin, self.state_dir / "logs" / "envoy.log"))
+
+    def start(self) -> None:
+        """Start everything; on any failure stop what was started and re-raise."""
+        try:
+            self.start_infra()
+            self.migrate()
+            self.start_services()
+            self.start_edge()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop services first (they drain), then the servers in reverse start order."""
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        self.processes.clear()
+        for server in reversed(self.servers):
+            server.stop()
+        self.servers.clear()
+
+    @property
+    def edge_url(self) -> str:
+        """Base URL of the Envoy edge (REST, gRPC and gRPC-web)."""
+        return f"http://127.0.0.1:{self.ports['edge']}"
+
+    def urls(self) -> dict[str, str]:
+        """What a developer needs to reach, by name."""
+        found = {
+            "edge (REST, gRPC, gRPC-web)": self.edge_url,
+            "edge admin": f"http://127.0.0.1:{self.ports['edge_admin']}",
+            "openapi": str(gateway.REPO_ROOT / "gen" / "openapi" / "supportmesh.openapi.json"),
+            "postgres": self.database_url,
+            "valkey": self.redis_url,
+            "nats": self.nats_url,
+        }
+        for entry in self.catalog:
+            found[f"{entry.name} (gRPC)"] = f"127.0.0.1:{self.ports[entry.name]}"
+        found["logs"] = str(self.state_dir / "logs")
+        return found

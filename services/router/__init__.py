@@ -1,0 +1,1 @@
+"""Router service: decides which model tier answers a request."""
