@@ -1,0 +1,417 @@
+"""The production manifests (k8s/, istio/) against the service catalog (gateway/services.yaml).
+
+Every catalog service must be deployable the way the platform runs it: one image, native gRPC
+probes, a locked-down container, a Service on its gRPC port, an autoscaler, mesh mTLS, outlier
+detection, safe retries and an identity-based allow list. Adding a service to the catalog
+without its manifests fails here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.kit.gateway import REPO_ROOT, CatalogEntry, load_catalog
+from services.kit.settings import ServiceSettings
+
+Doc = dict[str, Any]
+
+NAMESPACE = "supportmesh"
+IMAGE = "supportmesh:latest"
+EDGE = "edge-envoy"
+CONFIGMAP = "supportmesh-config"
+DB_SECRET = "supportmesh-database"
+METRICS_PORT = 9090
+MANIFEST_DIRS = (REPO_ROOT / "k8s", REPO_ROOT / "istio")
+POD_WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job"})
+# Retry only what cannot have reached a handler, or what the server declared retryable.
+# Never deadline-exceeded, resource-exhausted, cancelled, 5xx or retriable-status-codes.
+ALLOWED_RETRY_ON = frozenset({"unavailable", "reset", "connect-failure", "refused-stream"})
+CATALOG = load_catalog()
+CATALOG_IDS = [entry.name for entry in CATALOG]
+
+
+@functools.cache
+def _sources() -> tuple[tuple[Path, Doc], ...]:
+    found: list[tuple[Path, Doc]] = []
+    for directory in MANIFEST_DIRS:
+        for path in sorted([*directory.rglob("*.yaml"), *directory.rglob("*.yml")]):
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc is None:
+                    continue
+                assert isinstance(doc, dict), f"{path}: a YAML document is not a mapping"
+                found.append((path.relative_to(REPO_ROOT), doc))
+    return tuple(found)
+
+
+def _of_kind(kind: str) -> list[Doc]:
+    return [doc for _, doc in _sources() if doc.get("kind") == kind]
+
+
+def _named(kind: str, name: str) -> Doc:
+    matches = [doc for doc in _of_kind(kind) if doc["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} named {name!r}, found {len(matches)}"
+    return matches[0]
+
+
+def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels + matchExpressions); {} selects everything."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values") or []
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _pod_spec(workload: Doc) -> Doc:
+    spec: Doc = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def _pod_labels(workload: Doc) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"].get("labels") or {}
+    return labels
+
+
+def _containers(workload: Doc) -> list[Doc]:
+    spec = _pod_spec(workload)
+    return [*(spec.get("initContainers") or []), *spec["containers"]]
+
+
+def _main_container(entry: CatalogEntry) -> Doc:
+    containers: list[Doc] = [
+        c for c in _pod_spec(_deployment(entry))["containers"] if c["name"] == entry.name
+    ]
+    assert len(containers) == 1, f"Deployment {entry.name} has no container named {entry.name}"
+    return containers[0]
+
+
+def _deployment(entry: CatalogEntry) -> Doc:
+    return _named("Deployment", entry.name)
+
+
+def _env(container: Doc) -> dict[str, Doc]:
+    env: list[Doc] = container.get("env") or []
+    return {item["name"]: item for item in env}
+
+
+def _grpc_port(entry: CatalogEntry) -> int:
+    ports = [p for p in _main_container(entry).get("ports") or [] if p.get("name") == "grpc"]
+    assert len(ports) == 1, f"{entry.name}: the container declares no port named 'grpc'"
+    port: int = ports[0]["containerPort"]
+    return port
+
+
+def _fqdn(name: str) -> str:
+    return f"{name}.{NAMESPACE}.svc.cluster.local"
+
+
+def _hosts(name: str) -> set[str]:
+    return {name, f"{name}.{NAMESPACE}", f"{name}.{NAMESPACE}.svc", _fqdn(name)}
+
+
+def _principal(workload: Doc) -> str:
+    return f"cluster.local/ns/{NAMESPACE}/sa/{_pod_spec(workload)['serviceAccountName']}"
+
+
+def test_manifests_are_present() -> None:
+    for directory in MANIFEST_DIRS:
+        assert any(path.is_relative_to(directory.relative_to(REPO_ROOT)) for path, _ in _sources())
+
+
+def test_every_document_is_identified_and_labelled() -> None:
+    for path, doc in _sources():
+        kind, metadata = doc.get("kind"), doc.get("metadata") or {}
+        where = f"{path}: {kind}/{metadata.get('name')}"
+        assert doc.get("apiVersion"), where
+        assert kind, where
+        assert metadata.get("name"), where
+        if kind == "Namespace":
+            assert metadata["name"] == NAMESPACE, where
+            assert metadata["labels"].get("istio-injection") == "enabled", where
+        else:
+            assert metadata.get("namespace") == NAMESPACE, where
+        labels = metadata.get("labels") or {}
+        assert labels.get("app.kubernetes.io/name"), where
+        assert labels.get("app.kubernetes.io/part-of") == NAMESPACE, where
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_deployment_runs_the_catalog_module(entry: CatalogEntry) -> None:
+    container = _main_container(entry)
+    prefix = entry.name.upper()
+    env = _env(container)
+    assert container["image"] == IMAGE
+    assert container["command"] == ["python", "-m", entry.module]
+    assert env[f"{prefix}_PORT"]["value"] == str(_grpc_port(entry))
+    assert env[f"{prefix}_HOST"]["value"] == "0.0.0.0"
+    assert env[f"{prefix}_METRICS_PORT"]["value"] == str(METRICS_PORT)
+    assert {"configMapRef": {"name": CONFIGMAP}} in (container.get("envFrom") or [])
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": DB_SECRET, "key": "url"}
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_deployment_probes_grpc_health_on_its_port(entry: CatalogEntry) -> None:
+    container = _main_container(entry)
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert (container.get(probe) or {}).get("grpc", {}).get("port") == _grpc_port(entry), probe
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_deployment_is_locked_down(entry: CatalogEntry) -> None:
+    pod_context = _pod_spec(_deployment(entry)).get("securityContext") or {}
+    for container in _containers(_deployment(entry)):
+        context = container.get("securityContext") or {}
+        name = container["name"]
+        assert context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True, name
+        assert context.get("readOnlyRootFilesystem") is True, name
+        assert context.get("allowPrivilegeEscalation") is False, name
+        assert "ALL" in (context.get("capabilities") or {}).get("drop", []), name
+        resources = container.get("resources") or {}
+        for bound in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(resources.get(bound) or {}), f"{name} {bound}"
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_deployment_drains_before_it_is_killed(entry: CatalogEntry) -> None:
+    container = _main_container(entry)
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    override = _env(container).get(f"{entry.name.upper()}_SHUTDOWN_GRACE_S")
+    default = ServiceSettings.model_fields["shutdown_grace_s"].default
+    drain = float(override["value"] if override else default)
+    grace = _pod_spec(_deployment(entry))["terminationGracePeriodSeconds"]
+    assert pre_stop > 0
+    assert grace > pre_stop + drain
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_service_exposes_the_grpc_port(entry: CatalogEntry) -> None:
+    ports = {port["name"]: port for port in _named("Service", entry.name)["spec"]["ports"]}
+    grpc = ports["grpc"]
+    assert grpc["port"] == _grpc_port(entry)
+    assert grpc.get("appProtocol") == "grpc"
+    assert grpc.get("targetPort") in ("grpc", _grpc_port(entry))
+    assert ports["http-metrics"]["port"] == METRICS_PORT
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_deployment_has_exactly_one_autoscaler(entry: CatalogEntry) -> None:
+    def targets(doc: Doc) -> bool:
+        ref = doc["spec"]["scaleTargetRef"]
+        return bool(ref.get("kind", "Deployment") == "Deployment" and ref["name"] == entry.name)
+
+    hpas = [doc for doc in _of_kind("HorizontalPodAutoscaler") if targets(doc)]
+    # JetStream consumers scale on lag through KEDA, which owns their HPA instead.
+    scaled = [doc for doc in _of_kind("ScaledObject") if targets(doc)]
+    assert len(hpas) + len(scaled) == 1, f"{entry.name}: {len(hpas)} HPAs, {len(scaled)} KEDA"
+    assert "replicas" not in _deployment(entry)["spec"], "apply would reset the autoscaler"
+    for hpa in hpas:
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["minReplicas"] >= 2
+        assert any(m["resource"]["name"] == "cpu" for m in hpa["spec"]["metrics"])
+        assert "cpu" in _main_container(entry)["resources"]["requests"], "CPU % needs a request"
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_disruption_budget_keeps_a_pod(entry: CatalogEntry) -> None:
+    budgets = [
+        pdb
+        for pdb in _of_kind("PodDisruptionBudget")
+        if _selects(pdb["spec"]["selector"], _pod_labels(_deployment(entry)))
+    ]
+    assert len(budgets) == 1
+    assert budgets[0]["spec"].get("minAvailable", 0) >= 1
+
+
+@pytest.mark.parametrize("name", [*CATALOG_IDS, EDGE])
+def test_destination_rule_enforces_mtls_and_ejects_failing_pods(name: str) -> None:
+    rules = [dr for dr in _of_kind("DestinationRule") if dr["spec"]["host"] in _hosts(name)]
+    assert len(rules) == 1, f"expected one DestinationRule for {name}"
+    policy = rules[0]["spec"]["trafficPolicy"]
+    assert policy["tls"]["mode"] == "ISTIO_MUTUAL"
+    assert {"http2MaxRequests", "maxRequestsPerConnection"} <= set(policy["connectionPool"]["http"])
+    outlier = policy["outlierDetection"]
+    assert outlier["consecutive5xxErrors"] == 5  # the seed's "open after 5 failures"
+    assert outlier["baseEjectionTime"] == "60s"  # the seed's "reset after 60 s"
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_virtual_service_retries_only_retryable_conditions(entry: CatalogEntry) -> None:
+    services = [
+        vs for vs in _of_kind("VirtualService") if _hosts(entry.name) & set(vs["spec"]["hosts"])
+    ]
+    assert len(services) == 1, f"expected one VirtualService for {entry.name}"
+    routes = services[0]["spec"]["http"]
+    assert routes
+    for route in routes:
+        assert route.get("timeout"), "a route without a timeout waits forever"
+        # Without an explicit policy Istio's default retries "cancelled" as well.
+        retries = route["retries"]
+        conditions = {c.strip() for c in str(retries.get("retryOn", "")).split(",") if c.strip()}
+        assert conditions, "retryOn must be explicit"
+        assert conditions <= ALLOWED_RETRY_ON, f"not retryable: {conditions - ALLOWED_RETRY_ON}"
+        assert retries["attempts"] >= 1
+        assert retries.get("perTryTimeout")
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_only_the_edge_and_services_may_call_a_service(entry: CatalogEntry) -> None:
+    labels = _pod_labels(_deployment(entry))
+    policies = [
+        ap
+        for ap in _of_kind("AuthorizationPolicy")
+        if _selects(ap["spec"].get("selector") or {}, labels)
+    ]
+    assert policies, f"no AuthorizationPolicy selects {entry.name}"
+    expected = {_principal(_named("Deployment", EDGE))} | {
+        _principal(_named("Deployment", other.name)) for other in CATALOG
+    }
+    grpc_port = str(_grpc_port(entry))
+    allowed: set[str] = set()
+    for policy in policies:
+        assert policy["spec"].get("action", "ALLOW") == "ALLOW"
+        for rule in policy["spec"].get("rules") or []:
+            ports = {
+                port for to in rule.get("to") or [] for port in to["operation"].get("ports") or []
+            }
+            if ports and grpc_port not in ports:
+                continue
+            sources = [peer["source"] for peer in rule.get("from") or []]
+            assert sources, "a rule without `from` admits every caller"
+            for source in sources:
+                assert set(source) == {"principals"}, f"gRPC callers by identity only: {source}"
+                allowed |= set(source["principals"])
+    assert allowed == expected
+
+
+def test_peer_authentication_is_strict() -> None:
+    policies = _of_kind("PeerAuthentication")
+    namespace_wide = [pa for pa in policies if not pa["spec"].get("selector")]
+    assert len(namespace_wide) == 1
+    for policy in policies:
+        assert policy["spec"]["mtls"]["mode"] == "STRICT", policy["metadata"]["name"]
+        if policy["spec"].get("portLevelMtls"):
+            for entry in CATALOG:  # only the edge's public listener may relax
+                assert not _selects(policy["spec"]["selector"], _pod_labels(_deployment(entry)))
+
+
+def test_every_container_runs_the_agreed_image() -> None:
+    for path, doc in _sources():
+        if doc["kind"] in POD_WORKLOADS:
+            for container in _containers(doc):
+                assert container["image"] == IMAGE, f"{path}: {container['name']}"
+
+
+def test_every_workload_runs_as_its_own_service_account() -> None:
+    accounts = {sa["metadata"]["name"] for sa in _of_kind("ServiceAccount")}
+    workloads = [doc for _, doc in _sources() if doc["kind"] in POD_WORKLOADS]
+    names = [_pod_spec(doc).get("serviceAccountName", "default") for doc in workloads]
+    for workload, name in zip(workloads, names, strict=True):
+        assert name in accounts, f"{workload['metadata']['name']}: no ServiceAccount {name!r}"
+    assert len(set(names)) == len(names), "workloads share a ServiceAccount"
+
+
+def test_service_selectors_match_their_deployment() -> None:
+    deployments = _of_kind("Deployment")
+    for deployment in deployments:
+        assert _selects(deployment["spec"]["selector"], _pod_labels(deployment))
+    for service in _of_kind("Service"):
+        selector: Mapping[str, str] = service["spec"].get("selector") or {}
+        assert selector, f"Service {service['metadata']['name']} selects nothing"
+        matched = [
+            d["metadata"]["name"]
+            for d in deployments
+            if _selects({"matchLabels": selector}, _pod_labels(d))
+        ]
+        assert matched == [service["metadata"]["name"]], f"{service['metadata']['name']}: {matched}"
+
+
+def test_no_secret_values_are_committed() -> None:
+    assert not _of_kind("Secret"), "secrets are created out of band"
+    data = _named("ConfigMap", CONFIGMAP)["data"]
+    assert not {"DATABASE_URL", "MIGRATION_DATABASE_URL"} & set(data)
+    for key in ("NATS_URL", "REDIS_URL", "QDRANT_URL"):
+        assert ".svc.cluster.local" in data[key], key
+    migrate = _named("Job", "dataplane-migrate")
+    env = _env(_pod_spec(migrate)["containers"][0])
+    ref = env["MIGRATION_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": DB_SECRET, "key": "migration-url"}
+
+
+def _ingress_allowed(
+    target: Mapping[str, str],
+    source: Mapping[str, str],
+    source_namespace: str,
+    port: tuple[int, str],
+) -> bool:
+    """Whether the NetworkPolicies admit ``source`` to ``target`` on ``(number, name)``."""
+    namespace_labels = {"kubernetes.io/metadata.name": source_namespace}
+    isolating = [
+        policy
+        for policy in _of_kind("NetworkPolicy")
+        if _selects(policy["spec"]["podSelector"], target)
+        and "Ingress" in policy["spec"].get("policyTypes", ["Ingress"])
+    ]
+    if not isolating:
+        return True
+    for policy in isolating:
+        for rule in policy["spec"].get("ingress") or []:
+            ports: Sequence[Doc] = rule.get("ports") or []
+            if ports and not any(p.get("port") in (*port, None) for p in ports):
+                continue
+            peers: Sequence[Doc] = rule.get("from") or []
+            if not peers:
+                return True
+            for peer in peers:
+                if "ipBlock" in peer:
+                    continue
+                if "namespaceSelector" in peer:
+                    namespace_ok = _selects(peer["namespaceSelector"], namespace_labels)
+                else:
+                    namespace_ok = source_namespace == NAMESPACE
+                if namespace_ok and _selects(peer.get("podSelector") or {}, source):
+                    return True
+    return False
+
+
+def test_namespace_denies_ingress_by_default() -> None:
+    default_deny = [
+        policy["metadata"]["name"]
+        for policy in _of_kind("NetworkPolicy")
+        if policy["spec"]["podSelector"] in ({}, {"matchLabels": {}})
+        and "Ingress" in policy["spec"].get("policyTypes", [])
+        and not policy["spec"].get("ingress")
+    ]
+    assert default_deny, "no NetworkPolicy denies ingress to every pod of the namespace"
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_network_policies_admit_only_the_mesh_callers(entry: CatalogEntry) -> None:
+    target = _pod_labels(_deployment(entry))
+    port = (_grpc_port(entry), "grpc")
+    edge = _pod_labels(_named("Deployment", EDGE))
+    assert _ingress_allowed(target, edge, NAMESPACE, port), "edge → service"
+    for other in CATALOG:
+        assert _ingress_allowed(target, _pod_labels(_deployment(other)), NAMESPACE, port)
+    prometheus = {"app.kubernetes.io/name": "prometheus"}
+    metrics = (METRICS_PORT, "http-metrics")
+    assert _ingress_allowed(target, prometheus, "monitoring", metrics), "scrape"
+    intruder = {"app.kubernetes.io/name": "intruder"}
+    assert not _ingress_allowed(target, intruder, NAMESPACE, port), "default deny"
+    assert not _ingress_allowed(target, edge, "elsewhere", port), "other namespaces"
+    assert not _ingress_allowed(target, edge, NAMESPACE, (port[0] + 1, "")), "other ports"
