@@ -55,7 +55,7 @@ dev: setup ## Start the whole platform on the embedded real stack (Ctrl-C stops 
 	$(BIN)/supportmesh dev
 
 bench: setup ## Run the benchmarks (figures and ratios, not pass/fail).
-	$(BIN)/python bench/edge_overhead.py
+	for bench in bench/[a-z]*.py; do echo "== $$bench"; $(BIN)/python "$$bench"; done
 
 clean: ## Remove the venv and local state.
 	rm -rf $(VENV) .supportmesh .pytest_cache .mypy_cache .ruff_cache

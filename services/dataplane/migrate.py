@@ -13,12 +13,17 @@ from services.kit.db import async_url
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+def config(url: str) -> Config:
+    """The Alembic configuration for the database at ``url``."""
+    alembic_config = Config()
+    alembic_config.set_main_option("script_location", str(MIGRATIONS))
+    alembic_config.set_main_option("sqlalchemy.url", async_url(url).replace("%", "%%"))
+    return alembic_config
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` on the database at ``url`` (a privileged role)."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", async_url(url).replace("%", "%%"))
-    command.upgrade(config, revision)
+    command.upgrade(config(url), revision)
 
 
 async def declare_streams(nats_url: str) -> None:

@@ -16,6 +16,9 @@ REQUEST_ID_KEY = "x-request-id"
 TENANT_KEY = "x-supportmesh-tenant"
 SUBJECT_KEY = "x-supportmesh-subject"
 SCOPES_KEY = "x-supportmesh-scopes"
+PLATFORM_ADMIN_KEY = "x-supportmesh-platform-admin"
+# Every trusted key: the edge removes these from client input and sets its own.
+TRUSTED_KEYS = (TENANT_KEY, SUBJECT_KEY, SCOPES_KEY, PLATFORM_ADMIN_KEY)
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class CallContext:
     deadline: float | None = None
     tenant_id: str = ""
     subject: str = ""
+    scopes: frozenset[str] = frozenset()
+    platform_admin: bool = False
 
     def time_remaining(self) -> float | None:
         """Seconds left before the inbound deadline, or None when there is none."""

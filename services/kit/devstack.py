@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from services.kit import db, gateway
+from services.kit import apikeys, db, gateway
 from services.kit.settings import InfraSettings
 from services.kit.stack import (
     EnvoyServer,
@@ -34,7 +34,7 @@ _log = logging.getLogger("supportmesh.devstack")
 DATABASE = "supportmesh"
 APP_ROLE = "supportmesh_app"
 DEV_PORTS = {"postgres": 5433, "valkey": 6380, "nats": 4223, "nats_monitor": 8223,
-             "edge": 8080, "edge_admin": 9901}  # fmt: skip
+             "envoy": 8080, "envoy_admin": 9901}  # fmt: skip
 
 
 def with_database(url: str, database: str, user: str | None = None) -> str:
@@ -64,6 +64,7 @@ class Platform:
     database_url: str = ""
     redis_url: str = ""
     nats_url: str = ""
+    platform_admin_key: str = ""
 
     def _port(self, name: str, dev_port: int | None = None) -> int:
         port = dev_port if self.fixed_ports and dev_port else free_port()
@@ -110,9 +111,23 @@ class Platform:
     def _create_database(self, admin_url: str) -> None:
         asyncio.run(db.ensure_database(admin_url, DATABASE))
 
+    def _load_platform_key(self) -> str:
+        """The platform operator's API key, minted on first start and kept in the state dir."""
+        path = self.state_dir / "platform-admin.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(apikeys.mint_platform().secret)
+        return path.read_text().strip()
+
     def env(self) -> dict[str, str]:
         """The environment every platform process gets."""
+        if not self.platform_admin_key:
+            self.platform_admin_key = self._load_platform_key()
+        parsed = apikeys.parse(self.platform_admin_key)
+        assert parsed is not None, "platform-admin.key is not an API key"
         env = dict(os.environ)
+        env["EDGE_PLATFORM_ADMIN_KEY_SHA256"] = apikeys.hash_secret(parsed[1]).hex()
         env.update(
             DATABASE_URL=self.database_url,
             MIGRATION_DATABASE_URL=self.admin_database_url,
@@ -145,10 +160,15 @@ class Platform:
         self.processes["dlq-forwarder"] = forwarder
         forwarder.start()
         started: list[tuple[ManagedProcess, int]] = []
+        ports = {entry.name: self._port(entry.name, entry.dev_port) for entry in self.catalog}
         for entry in self.catalog:
-            port = self._port(entry.name, entry.dev_port)
+            port = ports[entry.name]
             prefix = entry.name.upper()
             service_env = {**env, f"{prefix}_PORT": str(port), f"{prefix}_HOST": "127.0.0.1"}
+            # Where the other services are, e.g. ROUTER_CONTROL_TARGET=127.0.0.1:50052.
+            for other, other_port in ports.items():
+                if other != entry.name:
+                    service_env[f"{prefix}_{other.upper()}_TARGET"] = f"127.0.0.1:{other_port}"
             process = ManagedProcess(
                 [sys.executable, "-m", entry.module],
                 log_path=logs_dir / f"{entry.name}.log",
@@ -164,8 +184,9 @@ class Platform:
 
     def start_edge(self) -> None:
         """Render the Envoy config for the running services and start Envoy."""
-        listen = self._port("edge", DEV_PORTS["edge"])
-        admin = self._port("edge_admin", DEV_PORTS["edge_admin"])
+        # Keyed "envoy", not "edge": "edge" is the edge service's own port (ext_authz upstream).
+        listen = self._port("envoy", DEV_PORTS["envoy"])
+        admin = self._port("envoy_admin", DEV_PORTS["envoy_admin"])
         upstreams = {entry.name: self.ports[entry.name] for entry in self.catalog}
         config = gateway.render(self.catalog, upstreams, listen_port=listen, admin_port=admin)
         path = gateway.write(config, self.state_dir / "envoy" / "envoy.yaml")
@@ -194,13 +215,13 @@ class Platform:
     @property
     def edge_url(self) -> str:
         """Base URL of the Envoy edge (REST, gRPC and gRPC-web)."""
-        return f"http://127.0.0.1:{self.ports['edge']}"
+        return f"http://127.0.0.1:{self.ports['envoy']}"
 
     def urls(self) -> dict[str, str]:
         """What a developer needs to reach, by name."""
         found = {
             "edge (REST, gRPC, gRPC-web)": self.edge_url,
-            "edge admin": f"http://127.0.0.1:{self.ports['edge_admin']}",
+            "edge admin": f"http://127.0.0.1:{self.ports['envoy_admin']}",
             "openapi": str(gateway.REPO_ROOT / "gen" / "openapi" / "supportmesh.openapi.json"),
             "postgres": self.database_url,
             "valkey": self.redis_url,
@@ -208,5 +229,6 @@ class Platform:
         }
         for entry in self.catalog:
             found[f"{entry.name} (gRPC)"] = f"127.0.0.1:{self.ports[entry.name]}"
+        found["platform admin key"] = str(self.state_dir / "platform-admin.key")
         found["logs"] = str(self.state_dir / "logs")
         return found

@@ -173,8 +173,25 @@ class Consumer:
                 messages = await self._sub.fetch(self.batch, timeout=1.0)
             except TimeoutError:
                 continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a broken fetch (reconnect, leader change) is retried
+                _log.warning("fetch failed; retrying", exc_info=True, extra=self._labels)
+                await asyncio.sleep(1.0)
+                continue
             for msg in messages:
-                await self._handle(msg)
+                try:
+                    await self._handle(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - an ack/nak that failed is redelivered anyway
+                    _log.warning(
+                        "ack failed; the server redelivers", exc_info=True, extra=self._labels
+                    )
+
+    @property
+    def _labels(self) -> dict[str, str]:
+        return {"consumer": self.spec.durable, "stream": self.spec.stream}
 
     async def _handle(self, msg: Msg) -> None:
         heartbeat = asyncio.create_task(_keep_in_progress(msg))

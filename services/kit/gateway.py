@@ -3,6 +3,11 @@
 Envoy transcodes REST/JSON to gRPC from the ``google.api.http`` annotations in the committed
 descriptor set, passes native gRPC and gRPC-web through, and routes each gRPC service's path
 prefix to its upstream cluster. Unknown paths answer 404 rather than reaching an upstream.
+
+Every call is authorized by the edge service through Envoy's ext_authz filter, which sits
+after the transcoder so that REST, native gRPC and gRPC-web alike reach it with the gRPC
+method path (``/pkg.Service/Method``). Client-supplied ``x-supportmesh-*`` headers are
+dropped before any filter runs; only an ext_authz OK answer sets them again.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from services.kit import context
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CATALOG_PATH = REPO_ROOT / "gateway" / "services.yaml"
 DESCRIPTOR_PATH = REPO_ROOT / "gen" / "descriptors" / "supportmesh.binpb"
@@ -21,6 +28,24 @@ DESCRIPTOR_PATH = REPO_ROOT / "gen" / "descriptors" / "supportmesh.binpb"
 DEFAULT_DEADLINE = "30S"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 ERROR_DOMAIN = "supportmesh.io"
+# The catalog entry whose service answers Envoy's ext_authz Check calls.
+AUTHZ_SERVICE = "edge"
+# A Check normally answers from in-process caches and one Valkey round trip; the bound covers a
+# cold cache (one PostgreSQL lookup). Past it the call is refused (fail closed) with 503.
+AUTHZ_TIMEOUT = "1s"
+# Methods that answer without a credential: they are how a caller gets one.
+PUBLIC_METHODS = (
+    "/supportmesh.edge.v1.AuthService/IssueToken",
+    "/supportmesh.edge.v1.AuthService/GetJwks",
+)
+# Where the REST API lives (google.api.http paths), and the cluster its untranscoded paths meet.
+REST_PREFIX = "/v1/"
+UNROUTED = "unrouted"
+# Methods served to the mesh only; the edge does not route them at all.
+INTERNAL_METHODS = ("/supportmesh.edge.v1.AuthService/Introspect",)
+# Request headers the Check call gets: the credentials and the request id, nothing else (the
+# method is in the path). Fewer headers, smaller Check calls, no body or cookies leaked.
+AUTHZ_HEADERS = ("authorization", "x-api-key", "x-request-id")
 
 
 @dataclass(frozen=True)
@@ -71,31 +96,61 @@ def _cluster(name: str, port: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _routes(entries: Sequence[CatalogEntry]) -> list[dict[str, Any]]:
-    routes: list[dict[str, Any]] = []
+def _deadline_header() -> dict[str, Any]:
+    return {
+        "header": {"key": "grpc-timeout", "value": DEFAULT_DEADLINE},
+        "append_action": "ADD_IF_ABSENT",
+    }
+
+
+def _no_authz() -> dict[str, Any]:
+    return {
+        "envoy.filters.http.ext_authz": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+            "disabled": True,
+        }
+    }
+
+
+def _not_found(match: dict[str, str]) -> dict[str, Any]:
+    # Reaches no service, so there is nothing to authorize: 404 for everyone, no Check call.
+    return {
+        "match": match,
+        "direct_response": {"status": 404, "body": {"inline_string": "no route for this path"}},
+        "typed_per_filter_config": _no_authz(),
+    }
+
+
+def _routes(entries: Sequence[CatalogEntry], *, authz: bool) -> list[dict[str, Any]]:
+    routes = [_not_found({"path": path}) for path in INTERNAL_METHODS]
+    clusters = {name: entry.name for entry in entries for name in entry.grpc_services}
+    for path in PUBLIC_METHODS:
+        cluster = clusters.get(path.split("/")[1])
+        if cluster is None or not authz:
+            continue
+        routes.append(
+            {
+                "match": {"path": path},
+                "route": {"cluster": cluster, "timeout": "30s"},
+                "request_headers_to_add": [_deadline_header()],
+                "typed_per_filter_config": _no_authz(),
+            }
+        )
     for entry in entries:
         for grpc_service in entry.grpc_services:
             routes.append(
                 {
                     "match": {"prefix": f"/{grpc_service}/"},
                     "route": {"cluster": entry.name, "timeout": "30s"},
-                    "request_headers_to_add": [
-                        {
-                            "header": {"key": "grpc-timeout", "value": DEFAULT_DEADLINE},
-                            "append_action": "ADD_IF_ABSENT",
-                        }
-                    ],
+                    "request_headers_to_add": [_deadline_header()],
                 }
             )
-    routes.append(
-        {
-            "match": {"prefix": "/"},
-            "direct_response": {
-                "status": 404,
-                "body": {"inline_string": "no route for this path"},
-            },
-        }
-    )
+    # The CORS filter runs before the transcoder and ignores direct-response routes (Envoy
+    # 1.40), so REST paths need a real route entry for preflights and CORS headers. Known
+    # REST calls are rewritten to their gRPC route before routing; whatever else is left
+    # meets a cluster without endpoints (503), after ext_authz refused it as no known method.
+    routes.append({"match": {"prefix": REST_PREFIX}, "route": {"cluster": UNROUTED}})
+    routes.append(_not_found({"prefix": "/"}))
     return routes
 
 
@@ -163,6 +218,37 @@ end
     }
 
 
+def _authz_filter(cluster: str) -> dict[str, Any]:
+    # After the transcoder, so REST calls reach Check with the gRPC method path as gRPC calls
+    # do. Fail closed: an unreachable or slow edge service answers 503, never lets calls by.
+    return {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": AUTHZ_TIMEOUT},
+            "transport_api_version": "V3",
+            "failure_mode_allow": False,
+            "status_on_error": {"code": 503},
+            "include_peer_certificate": False,
+            "allowed_headers": {"patterns": [{"exact": name} for name in AUTHZ_HEADERS]},
+        },
+    }
+
+
+def _strip_trusted_headers() -> list[dict[str, Any]]:
+    # Runs before every filter (and before route matching), so nothing downstream can mistake
+    # a client's x-supportmesh-* header for one the edge vouched for.
+    return [
+        {
+            "name": "strip-trusted-headers",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                "mutations": [{"remove": key} for key in context.TRUSTED_KEYS],
+            },
+        }
+    ]
+
+
 def render(
     entries: Sequence[CatalogEntry],
     upstream_ports: Mapping[str, int],
@@ -171,9 +257,15 @@ def render(
     admin_port: int,
     descriptor: Path = DESCRIPTOR_PATH,
     cors_origins: Sequence[str] = (),
+    authz: bool = True,
 ) -> dict[str, Any]:
-    """Build the Envoy bootstrap for the given services and ports."""
+    """Build the Envoy bootstrap for the given services and ports.
+
+    ``authz=False`` leaves out ext_authz (benchmark baselines only: nothing is authenticated).
+    """
     services = [name for entry in entries for name in entry.grpc_services]
+    if authz and AUTHZ_SERVICE not in upstream_ports:
+        raise ValueError(f"ext_authz needs the {AUTHZ_SERVICE!r} service's port")
     transcoder = {
         "name": "envoy.filters.http.grpc_json_transcoder",
         "typed_config": {
@@ -195,7 +287,8 @@ def render(
         "allow_methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
         "allow_headers": "authorization, content-type, x-api-key, x-request-id, x-grpc-web, "
         "grpc-timeout, x-user-agent",
-        "expose_headers": "grpc-status, grpc-message, x-request-id, retry-after",
+        "expose_headers": "grpc-status, grpc-message, grpc-status-details-bin, x-request-id, "
+        "retry-after",
         "max_age": "600",
     }
     manager = {
@@ -207,6 +300,7 @@ def render(
         "request_timeout": "60s",
         "stream_idle_timeout": "300s",
         "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+        "early_header_mutation_extensions": _strip_trusted_headers(),
         "local_reply_config": _local_reply_config(),
         "route_config": {
             "name": "edge",
@@ -214,7 +308,7 @@ def render(
                                "typed_per_filter_config": {"envoy.filters.http.cors": {
                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
                                    **cors_policy}},
-                               "routes": _routes(entries)}],
+                               "routes": _routes(entries, authz=authz)}],
         },
         "http_filters": [
             _body_limit_filter(),
@@ -223,6 +317,7 @@ def render(
             {"name": "envoy.filters.http.grpc_web", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"}},
             transcoder,
+            *([_authz_filter(AUTHZ_SERVICE)] if authz else []),
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
@@ -237,7 +332,9 @@ def render(
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": manager}]}],
             }],
-            "clusters": [_cluster(entry.name, upstream_ports[entry.name]) for entry in entries],
+            "clusters": [*(_cluster(entry.name, upstream_ports[entry.name]) for entry in entries),
+                         {"name": UNROUTED, "type": "STATIC", "connect_timeout": "1s",
+                          "load_assignment": {"cluster_name": UNROUTED, "endpoints": []}}],
         },
     }  # fmt: skip
 

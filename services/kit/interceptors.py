@@ -55,6 +55,8 @@ class _Call:
             deadline=deadline,
             tenant_id=self.metadata.get(context.TENANT_KEY, ""),
             subject=self.metadata.get(context.SUBJECT_KEY, ""),
+            scopes=frozenset(self.metadata.get(context.SCOPES_KEY, "").split()),
+            platform_admin=self.metadata.get(context.PLATFORM_ADMIN_KEY) == "1",
         )
         self.code = grpc.StatusCode.OK
 
@@ -212,6 +214,8 @@ def outbound_metadata(existing: Iterable[tuple[str, str | bytes]] | None) -> grp
             (context.REQUEST_ID_KEY, call.request_id),
             (context.TENANT_KEY, call.tenant_id),
             (context.SUBJECT_KEY, call.subject),
+            (context.SCOPES_KEY, " ".join(sorted(call.scopes))),
+            (context.PLATFORM_ADMIN_KEY, "1" if call.platform_admin else ""),
         )
         for key, value in inherited:
             if value and key not in present:

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from services.kit import errors
+from services.kit import errors, tenancy
 from services.router import policy
 from supportmesh.router.v1 import router_service_pb2 as pb
 from supportmesh.router.v1 import router_service_pb2_grpc as pb_grpc
@@ -21,6 +21,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
         self, request: pb.DecideRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DecideResponse:
         """Pick the tier for one request."""
+        tenancy.check_claimed_tenant(request.tenant_id)
         query = request.query.strip()
         if not query:
             raise errors.InvalidArgument("query must not be empty", field="query")

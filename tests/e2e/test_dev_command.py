@@ -53,9 +53,9 @@ def start_dev(state_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
     return proc, urls
 
 
-def stop_dev(proc: subprocess.Popen[str]) -> tuple[int, set[int]]:
+def stop_dev(proc: subprocess.Popen[str], signum: signal.Signals) -> tuple[int, set[int]]:
     family = {child.pid for child in psutil.Process(proc.pid).children(recursive=True)}
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     code = proc.wait(timeout=60)
     survivors = set()
     for pid in family:
@@ -67,11 +67,29 @@ def stop_dev(proc: subprocess.Popen[str]) -> tuple[int, set[int]]:
     return code, survivors
 
 
-async def first_run(urls: dict[str, str]) -> None:
+def operator(state_dir: Path, urls: dict[str, str], *args: str) -> list[str]:
+    """Run an operator command of the CLI against the running stack; its output lines."""
+    edge = urls["edge (REST, gRPC, gRPC-web)"]
+    key_file = str(state_dir / "platform-admin.key")
+    done = subprocess.run(
+        [sys.executable, "-m", "services.kit.cli", *args, "--edge", edge, "--key-file", key_file],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+async def first_run(urls: dict[str, str], api_key: str) -> None:
     async with httpx.AsyncClient(base_url=urls["edge (REST, gRPC, gRPC-web)"]) as http:
-        reply = await http.post("/v1/router/decide", json={"query": "track my parcel"})
+        anonymous = await http.post("/v1/router/decide", json={"query": "track my parcel"})
+        assert anonymous.status_code == 401
+        reply = await http.post(
+            "/v1/router/decide", json={"query": "track my parcel"}, headers={"x-api-key": api_key}
+        )
         assert reply.status_code == 200
-        assert reply.json()["tier"] == "SLM_A"
+        assert reply.json()["tier"] in {"SLM_A", "SLM_B", "LLM"}
     admin = urls["postgres"].replace("supportmesh_app@", "postgres@")
     connection = await asyncpg.connect(admin)
     await connection.execute(
@@ -101,17 +119,30 @@ async def second_run(urls: dict[str, str]) -> None:
 
 
 def test_dev_runs_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
-    proc, urls = start_dev(tmp_path / "state")
+    state = tmp_path / "state"
+    proc, urls = start_dev(state)
     try:
         assert urls["edge (REST, gRPC, gRPC-web)"].startswith("http://127.0.0.1:")
-        asyncio.run(first_run(urls))
+        assert operator(state, urls, "tenant", "create", "acme-e2e") == [
+            "tenants/acme-e2e (plans/pro)"
+        ]
+        key_name, secret = operator(
+            state, urls, "key", "create", "acme-e2e", "--scope", "router:decide"
+        )
+        assert key_name.startswith("tenants/acme-e2e/apiKeys/")
+        asyncio.run(first_run(urls, secret))
     finally:
-        code, survivors = stop_dev(proc)
+        code, survivors = stop_dev(proc, signal.SIGINT)
     assert code == 0
     assert survivors == set()
-    proc, urls = start_dev(tmp_path / "state")
+    proc, urls = start_dev(state)
     try:
         asyncio.run(second_run(urls))
+        # The tenant and its key survived the restart too: creating it again is idempotent.
+        assert operator(state, urls, "tenant", "create", "acme-e2e") == [
+            "tenants/acme-e2e (plans/pro)"
+        ]
     finally:
-        code, survivors = stop_dev(proc)
+        # SIGTERM is what a service manager or `timeout` sends.
+        code, survivors = stop_dev(proc, signal.SIGTERM)
     assert (code, survivors) == (0, set())

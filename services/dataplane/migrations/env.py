@@ -23,10 +23,14 @@ async def _main() -> None:
     assert url, "sqlalchemy.url must be set"
     engine = create_async_engine(url, poolclass=pool.NullPool)
     async with engine.connect() as connection:
+        # One migrator at a time, whoever starts first (several pods, or dev and tests).
         await connection.execute(text("SELECT pg_advisory_lock(4242)"))
+        await connection.commit()
         try:
             await connection.run_sync(_run)
+            await connection.commit()
         finally:
+            await connection.rollback()
             await connection.execute(text("SELECT pg_advisory_unlock(4242)"))
             await connection.commit()
     await engine.dispose()

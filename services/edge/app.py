@@ -1,0 +1,140 @@
+"""Composition root of the edge service: AuthService and Envoy's ext_authz Check."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2 as authz_pb
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+from redis.asyncio import Redis
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.edge.authn import Authenticator
+from services.edge.authz import Gate
+from services.edge.credentials import KeyDirectory
+from services.edge.ext_authz import AuthorizationServicer
+from services.edge.issuance import Issuer
+from services.edge.limits import Limiter
+from services.edge.servicer import AuthServicer
+from services.edge.signing import KeyStore
+from services.edge.tokens import KeyRing, TokenVerifier
+from services.kit import db
+from services.kit.server import Register
+from services.kit.settings import ServiceSettings
+from supportmesh.edge.v1 import auth_service_pb2 as pb
+from supportmesh.edge.v1 import auth_service_pb2_grpc as pb_grpc
+
+_log = logging.getLogger("supportmesh.edge")
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["AuthService"].full_name,
+    authz_pb.DESCRIPTOR.services_by_name["Authorization"].full_name,
+)
+
+
+class EdgeSettings(ServiceSettings):
+    """Edge settings, read from ``EDGE_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGE_", frozen=True, extra="ignore")
+
+    service_name: str = "edge"
+    platform_admin_key_sha256: str = Field(
+        "", description="Hex SHA-256 of the platform operator key's secret; empty: no operator."
+    )
+    issuer: str = Field("supportmesh-edge", description="The `iss` of issued tokens.")
+    audience: str = Field(
+        "supportmesh", description="The `aud` the public API accepts, and the token default."
+    )
+    token_max_ttl_s: int = Field(3600, gt=0, le=3600, description="Longest token lifetime.")
+    api_key_cache_ttl_s: float = Field(
+        1.0,
+        gt=0,
+        le=1.0,
+        description="How long a key lookup is reused: the bound on how late a revocation bites.",
+    )
+    signing_keys_refresh_s: float = Field(
+        2.0, gt=0, description="Interval between reloads of the signing keys (rotation, retiring)."
+    )
+    unknown_kid_reload_s: float = Field(
+        0.5, ge=0, description="Least time between reloads triggered by an unknown token kid."
+    )
+    signing_key_bits: int = Field(2048, ge=2048, description="RSA modulus size of new keys.")
+    database_pool_size: int = Field(5, gt=0, description="PostgreSQL connections kept open.")
+
+    @field_validator("platform_admin_key_sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        if value and len(bytes.fromhex(value)) != 32:
+            raise ValueError("must be a hex SHA-256 digest")
+        return value
+
+
+@dataclass(frozen=True)
+class Edge:
+    """The edge's parts, wired once."""
+
+    engine: AsyncEngine
+    redis: Redis
+    ring: KeyRing
+    authenticator: Authenticator
+    gate: Gate
+    issuer: Issuer
+
+
+def assemble(settings: EdgeSettings) -> Edge:
+    """Wire the edge's parts from settings (no I/O happens until first use)."""
+    if not settings.infra.database_url or not settings.infra.redis_url:
+        raise RuntimeError("the edge needs DATABASE_URL and REDIS_URL")
+    engine = db.create_engine(settings.infra.database_url, pool_size=settings.database_pool_size)
+    redis = Redis.from_url(settings.infra.redis_url)
+    store = KeyStore(engine, bits=settings.signing_key_bits)
+    ring = KeyRing(
+        store,
+        refresh_s=settings.signing_keys_refresh_s,
+        unknown_kid_interval_s=settings.unknown_kid_reload_s,
+    )
+    max_ttl = timedelta(seconds=settings.token_max_ttl_s)
+    verifier = TokenVerifier(ring, issuer=settings.issuer, max_lifetime=max_ttl)
+    platform_hash = settings.platform_admin_key_sha256
+    authenticator = Authenticator(
+        KeyDirectory(engine, ttl_s=settings.api_key_cache_ttl_s),
+        verifier,
+        platform_key_sha256=bytes.fromhex(platform_hash) if platform_hash else None,
+    )
+    gate = Gate(authenticator, Limiter(redis), audience=settings.audience)
+    issuer = Issuer(
+        authenticator, ring, issuer=settings.issuer, audience=settings.audience, max_ttl=max_ttl
+    )
+    return Edge(engine, redis, ring, authenticator, gate, issuer)
+
+
+async def _warm(ring: KeyRing) -> None:
+    try:
+        await ring.ready()
+    except (SQLAlchemyError, OSError):  # the first call retries; a late database is no crash
+        _log.exception("loading signing keys at start failed; retrying on first use")
+
+
+def build(settings: EdgeSettings) -> tuple[list[str], Register]:
+    """Wire the edge's servicers; returns the service names and a registration callback."""
+    edge = assemble(settings)
+    background: set[asyncio.Task[None]] = set()
+
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_AuthServiceServicer_to_server(
+            AuthServicer(edge.issuer, edge.ring, edge.authenticator, audience=settings.audience),
+            server,
+        )
+        authz_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(edge.gate), server)
+        # Load (or create) the signing keys while the server starts, not on the first call.
+        task = asyncio.get_running_loop().create_task(_warm(edge.ring))
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    return list(SERVICE_NAMES), register
