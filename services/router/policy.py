@@ -7,10 +7,10 @@ escalates along ``escalation_path``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.router.features import DOMAIN_PATTERNS
 from supportmesh.spec.v1 import tier_pb2 as pb
 
 POLICY_VERSION = "rules-v1"
@@ -34,15 +34,6 @@ PROFILES: Mapping[int, TierProfile] = {
     pb.LLM: TierProfile(usd_per_1k_tokens=0.01, latency_ms=1200, output_tokens=400),
 }
 
-DOMAIN_PATTERNS: Mapping[str, re.Pattern[str]] = {
-    "order": re.compile(r"\b(order|purchase|buy|cart|checkout|cancel)\w*", re.I),
-    "payment": re.compile(r"\b(pay|payment|refund|charge|card|invoice|billing)\w*", re.I),
-    "tracking": re.compile(r"\b(track|tracking|shipped|shipping|deliver|parcel|where is)\w*", re.I),
-    "lead": re.compile(r"\b(demo|pricing|quote|sales|enterprise|trial|contact me)\w*", re.I),
-    "faq": re.compile(r"\b(how|what|when|can i|do you|policy|hours|return)\b", re.I),
-    "complaint": re.compile(r"\b(angry|terrible|worst|complain|unacceptable|lawyer|scam)\w*", re.I),
-}
-
 
 @dataclass(frozen=True)
 class Features:
@@ -63,6 +54,13 @@ class Decision:
     cost_estimate: float
     latency_estimate: int
     escalation_path: tuple[int, ...]
+
+
+def estimate(tier: int, prompt_tokens: int) -> tuple[float, int]:
+    """Expected cost in USD and latency in ms of answering with ``tier``."""
+    profile = PROFILES[tier]
+    tokens = prompt_tokens + profile.output_tokens
+    return round(tokens * profile.usd_per_1k_tokens / 1000, 8), profile.latency_ms
 
 
 def extract(query: str, context: Mapping[str, object]) -> Features:
@@ -96,8 +94,7 @@ def decide(features: Features, preference: int) -> Decision:
     band_low, band_high = (0.0, 0.3, 0.6)[index], (0.3, 0.6, 10.0)[index]
     margin = min(shifted - band_low, band_high - shifted) if index < 2 else shifted - band_low
     confidence = round(min(0.99, 0.6 + max(margin, 0.0)), 3)
-    profile = PROFILES[tier]
-    tokens = features.token_count + profile.output_tokens
+    cost, latency = estimate(tier, features.token_count)
     reasons = [f"difficulty {difficulty:.2f}"]
     if features.domains:
         reasons.append("domains " + ",".join(sorted(features.domains)))
@@ -111,7 +108,7 @@ def decide(features: Features, preference: int) -> Decision:
         tier=tier,
         confidence=confidence,
         reasoning="; ".join(reasons),
-        cost_estimate=round(tokens * profile.usd_per_1k_tokens / 1000, 8),
-        latency_estimate=profile.latency_ms,
+        cost_estimate=cost,
+        latency_estimate=latency,
         escalation_path=TIERS[index + 1 :],
     )

@@ -1,27 +1,32 @@
-"""RouterService servicer: proto in, policy, proto out."""
+"""RouterService servicer: proto in, :class:`services.router.engine.Router`, proto out."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from opentelemetry import trace
 
 from services.kit import errors, tenancy
 from services.router import policy
+from services.router.engine import Report, Router, tier_name
 from supportmesh.router.v1 import router_service_pb2 as pb
 from supportmesh.router.v1 import router_service_pb2_grpc as pb_grpc
 
 
 class RouterServicer(pb_grpc.RouterServiceServicer):
-    """Thin adapter between the RouterService contract and :mod:`services.router.policy`."""
+    """Thin adapter between the RouterService contract and the router engine."""
+
+    def __init__(self, router: Router) -> None:
+        """Serve decisions and feedback through ``router``."""
+        self._router = router
 
     async def Decide(  # noqa: N802 - gRPC method name
         self, request: pb.DecideRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DecideResponse:
         """Pick the tier for one request."""
-        tenancy.check_claimed_tenant(request.tenant_id)
+        tenant = tenancy.check_claimed_tenant(request.tenant_id)
         query = request.query.strip()
         if not query:
             raise errors.InvalidArgument("query must not be empty", field="query")
@@ -30,7 +35,10 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
                 f"query is longer than {policy.MAX_QUERY_CHARS} characters", field="query"
             )
         ctx = json_format.MessageToDict(request.context) if request.HasField("context") else {}
-        decision = policy.decide(policy.extract(query, ctx), request.tier_preference)
+        decision = await self._router.decide(tenant, query, ctx, request.tier_preference)
+        span = trace.get_current_span()
+        span.set_attribute("tenant_id", tenant)
+        span.set_attribute("tier", tier_name(decision.tier))
         return pb.DecideResponse(
             tier=decision.tier,  # type: ignore[arg-type]
             confidence=decision.confidence,
@@ -38,12 +46,31 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
             cost_estimate=decision.cost_estimate,
             latency_estimate=decision.latency_estimate,
             escalation_path=decision.escalation_path,  # type: ignore[arg-type]
-            decision_id=uuid.uuid4().hex,
-            policy_version=policy.POLICY_VERSION,
+            decision_id=decision.decision_id,
+            policy_version=decision.policy_version,
         )
 
     async def Feedback(  # noqa: N802 - gRPC method name
         self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.FeedbackResponse:
-        """Learning from outcomes arrives with the bandit policy; until then say so plainly."""
-        raise errors.Unimplemented("router feedback is not served by the rule policy")
+        """Learn from how a decision turned out; a repeated request_id changes nothing."""
+        tenant = tenancy.check_claimed_tenant(request.tenant_id)
+        if not request.request_id:
+            raise errors.InvalidArgument("request_id is required", field="request_id")
+        if not request.decision_id:
+            raise errors.InvalidArgument("decision_id is required", field="decision_id")
+        report = Report(
+            idempotency_key=f"feedback:{tenant}:{request.request_id}",
+            decision_id=request.decision_id,
+            tenant=tenant,
+            final_tier=request.tier,
+            success=request.success,
+            validators_passed=request.validators_passed,
+            actual_cost=request.actual_cost,
+            actual_latency_ms=request.actual_latency_ms,
+        )
+        span = trace.get_current_span()
+        span.set_attribute("tenant_id", tenant)
+        if request.tier:
+            span.set_attribute("tier", tier_name(request.tier))
+        return pb.FeedbackResponse(applied=await self._router.learn(report))

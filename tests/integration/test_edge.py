@@ -127,11 +127,12 @@ async def test_grpc_validation_error_carries_the_same_reason(
 
 
 async def test_service_errors_keep_status_and_reason(http: httpx.AsyncClient) -> None:
+    # Feedback on a decision the router never made.
     reply = await http.post(
         "/v1/router/feedback", json={"requestId": "r", "decisionId": "d", "success": True}
     )
-    assert reply.status_code == 501
-    assert error_info(reply.json())["reason"] == "NOT_IMPLEMENTED"
+    assert reply.status_code == 404
+    assert error_info(reply.json())["reason"] == "RESOURCE_NOT_FOUND"
 
 
 @pytest.mark.parametrize(
