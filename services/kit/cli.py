@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import grpc
+import yaml
 
 from services.kit import errors, gateway, logs, operator
 from services.kit.devstack import Platform
@@ -93,6 +94,17 @@ def _add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     key.add_argument("--name", default="", help="display name")
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    config = gateway.render_production(
+        gateway.load_catalog(),
+        namespace=args.namespace,
+        descriptor=Path(args.descriptor),
+        cors_origins=args.cors_origin or (),
+    )
+    sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run it."""
     parser = argparse.ArgumentParser(prog="supportmesh")
@@ -103,11 +115,22 @@ def main(argv: list[str] | None = None) -> int:
         "--free-ports", action="store_true", help="pick free ports instead of the fixed dev ones"
     )
     _add_operator_commands(sub)
+    render = sub.add_parser("gateway", help="print the production Envoy config (Kubernetes)")
+    render.add_argument("action", choices=["render"])
+    render.add_argument("--namespace", default="supportmesh", help="namespace of the Services")
+    render.add_argument(
+        "--descriptor",
+        default="/etc/envoy/descriptors/supportmesh.binpb",
+        help="path of the descriptor set inside the Envoy pod",
+    )
+    render.add_argument("--cors-origin", action="append", help="allowed browser origin")
     args = parser.parse_args(argv)
     logs.configure("supportmesh", json_lines=False)
     logging.getLogger().setLevel(logging.WARNING)
     if args.command in ("tenant", "key"):
         return _operator(args)
+    if args.command == "gateway":
+        return _gateway(args)
     return _dev(args.state_dir.absolute(), args.free_ports)
 
 

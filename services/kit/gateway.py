@@ -12,6 +12,7 @@ dropped before any filter runs; only an ext_authz OK answer sets them again.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,16 @@ def load_catalog(path: Path = CATALOG_PATH) -> list[CatalogEntry]:
     ]
 
 
-def _cluster(name: str, port: int) -> dict[str, Any]:
+def _cluster(name: str, host: str, port: int) -> dict[str, Any]:
+    try:
+        ipaddress.ip_address(host)
+        kind = "STATIC"
+    except ValueError:
+        # A DNS name (a Kubernetes Service): re-resolved as endpoints change.
+        kind = "STRICT_DNS"
     return {
         "name": name,
-        "type": "STATIC",
+        "type": kind,
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
         "typed_extension_protocol_options": {
@@ -91,7 +98,7 @@ def _cluster(name: str, port: int) -> dict[str, Any]:
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                "address": "127.0.0.1", "port_value": port}}}}]}],
+                "address": host, "port_value": port}}}}]}],
         },
     }  # fmt: skip
 
@@ -258,11 +265,16 @@ def render(
     descriptor: Path = DESCRIPTOR_PATH,
     cors_origins: Sequence[str] = (),
     authz: bool = True,
+    upstream_hosts: Mapping[str, str] | None = None,
+    listen_address: str = "127.0.0.1",
 ) -> dict[str, Any]:
     """Build the Envoy bootstrap for the given services and ports.
 
-    ``authz=False`` leaves out ext_authz (benchmark baselines only: nothing is authenticated).
+    Upstreams are on 127.0.0.1 unless ``upstream_hosts`` names them (DNS names become
+    STRICT_DNS clusters). ``authz=False`` leaves out ext_authz (benchmark baselines only:
+    nothing is authenticated).
     """
+    hosts = upstream_hosts or {}
     services = [name for entry in entries for name in entry.grpc_services]
     if authz and AUTHZ_SERVICE not in upstream_ports:
         raise ValueError(f"ext_authz needs the {AUTHZ_SERVICE!r} service's port")
@@ -327,16 +339,42 @@ def render(
         "static_resources": {
             "listeners": [{
                 "name": "edge",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+                "address": {"socket_address": {"address": listen_address, "port_value": listen_port}},
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": manager}]}],
             }],
-            "clusters": [*(_cluster(entry.name, upstream_ports[entry.name]) for entry in entries),
+            "clusters": [*(_cluster(entry.name, hosts.get(entry.name, "127.0.0.1"),
+                                    upstream_ports[entry.name]) for entry in entries),
                          {"name": UNROUTED, "type": "STATIC", "connect_timeout": "1s",
                           "load_assignment": {"cluster_name": UNROUTED, "endpoints": []}}],
         },
     }  # fmt: skip
+
+
+def render_production(
+    entries: Sequence[CatalogEntry],
+    *,
+    namespace: str = "supportmesh",
+    service_port: int = 50051,
+    listen_port: int = 8080,
+    admin_port: int = 9901,
+    descriptor: Path = Path("/etc/envoy/descriptors/supportmesh.binpb"),
+    cors_origins: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The edge config for Kubernetes (k8s/edge.yaml's ConfigMap): Services by DNS name."""
+    return render(
+        entries,
+        {entry.name: service_port for entry in entries},
+        listen_port=listen_port,
+        admin_port=admin_port,
+        descriptor=descriptor,
+        cors_origins=cors_origins,
+        upstream_hosts={
+            entry.name: f"{entry.name}.{namespace}.svc.cluster.local" for entry in entries
+        },
+        listen_address="0.0.0.0",
+    )
 
 
 def write(config: Mapping[str, Any], path: Path) -> Path:

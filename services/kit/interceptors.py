@@ -196,10 +196,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if call.code is not grpc.StatusCode.OK:
             span.set_status(trace.Status(trace.StatusCode.ERROR, call.code.name))
         span.end()
-        _log.info(
-            "rpc",
-            extra={"method": call.method, "code": call.code.name, "ms": round(elapsed * 1e3, 3)},
-        )
+        # Successful calls are counted and traced already; a log line each would cost more
+        # than some handlers (ext_authz Check) do. Failures are always logged.
+        level = logging.DEBUG if call.code is grpc.StatusCode.OK else logging.INFO
+        if _log.isEnabledFor(level):
+            _log.log(
+                level,
+                "rpc",
+                extra={
+                    "method": call.method,
+                    "code": call.code.name,
+                    "ms": round(elapsed * 1e3, 3),
+                },
+            )
         context.reset(call_token)
         otel_context.detach(otel_token)
 
