@@ -73,6 +73,8 @@ METHOD_SCOPES: Final[dict[str, str]] = {
     f"/{_KNOWLEDGE}/ListDocuments": "knowledge:read",
     f"/{_KNOWLEDGE}/DeleteDocument": "knowledge:write",
     f"/{_KNOWLEDGE}/Search": "knowledge:read",
+    f"/{_KNOWLEDGE}/GetKnowledgeSettings": "knowledge:read",
+    f"/{_KNOWLEDGE}/UpdateKnowledgeSettings": "knowledge:write",
     f"/{_ORCHESTRATOR}/StartRun": "runs:write",
     f"/{_ORCHESTRATOR}/GetRun": "runs:read",
     f"/{_ORCHESTRATOR}/ListRuns": "runs:read",

@@ -46,6 +46,16 @@ def with_database(url: str, database: str, user: str | None = None) -> str:
     return urlunsplit((parts.scheme, netloc, f"/{database}", parts.query, parts.fragment))
 
 
+# Third parties the platform talks to, replaced by sandboxes in dev and tests: name, module,
+# extra arguments ({port} names a second free port) and the variable that carries the URL.
+THIRD_PARTIES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    ("payment", "services.sandbox.payment", (), "ORCHESTRATOR_PAYMENT_URL=http://{address}"),
+    ("crm", "services.sandbox.crm", (), "ORCHESTRATOR_CRM_URL=http://{address}"),
+    ("mail", "services.sandbox.mail", ("--http-port", "{port}"),
+     "ORCHESTRATOR_MAIL_URL=smtp://{address}"),
+)  # fmt: skip
+
+
 @dataclass
 class Platform:
     """Everything the platform runs, started in dependency order and stopped in reverse."""
@@ -65,6 +75,7 @@ class Platform:
     redis_url: str = ""
     nats_url: str = ""
     platform_admin_key: str = ""
+    third_party_env: dict[str, str] = field(default_factory=dict)
 
     def _port(self, name: str, dev_port: int | None = None) -> int:
         port = dev_port if self.fixed_ports and dev_port else free_port()
@@ -133,10 +144,12 @@ class Platform:
             MIGRATION_DATABASE_URL=self.admin_database_url,
             REDIS_URL=self.redis_url,
             NATS_URL=self.nats_url,
+            KNOWLEDGE_INDEX_PATH=str(self.state_dir / "data" / "knowledge"),
             PYTHONUNBUFFERED="1",
         )
         if self.infra.qdrant_url:
             env["QDRANT_URL"] = self.infra.qdrant_url
+        env.update(self.third_party_env)
         return env
 
     def migrate(self) -> None:
@@ -147,8 +160,30 @@ class Platform:
             env=self.env(),
         )
 
+    def start_third_parties(self) -> dict[str, str]:
+        """Start the third-party sandboxes; returns the variables that point services at them."""
+        found: dict[str, str] = {}
+        for name, module, extra, variable in THIRD_PARTIES:
+            port = self._port(name)
+            second = str(self._port(f"{name}_http"))
+            arguments = [arg.replace("{port}", second) for arg in extra]
+            process = ManagedProcess(
+                [sys.executable, "-m", module, "--port", str(port), *arguments],
+                log_path=self.state_dir / "logs" / f"sandbox-{name}.log",
+                name=f"sandbox-{name}",
+                env=self.env(),
+            )
+            self.processes[f"sandbox-{name}"] = process
+            process.start()
+            process.wait_ready(functools.partial(port_open, port), timeout=30)
+            key, _, value = variable.partition("=")
+            found[key] = value.replace("{address}", f"127.0.0.1:{port}")
+        self.third_party_env.update(found)
+        return found
+
     def start_services(self) -> None:
         """Start every catalogued service (and the DLQ forwarder) and wait until they listen."""
+        self.start_third_parties()
         env = self.env()
         logs_dir = self.state_dir / "logs"
         forwarder = ManagedProcess(

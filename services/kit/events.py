@@ -31,10 +31,14 @@ DAY_S = 86_400.0
 AGENT_RUN_REQUESTED = "agent.run.requested"
 AGENT_RUN_STARTED = "agent.run.started"
 AGENT_RUN_COMPLETED = "agent.run.completed"
+# A run paused for a human (ResumeRun continues it).
+AGENT_RUN_WAITING = "agent.run.waiting"
 TOOL_CALL_REQUESTED = "tool.call.requested"
 TOOL_CALL_SUCCEEDED = "tool.call.succeeded"
 TOOL_CALL_FAILED = "tool.call.failed"
 INGEST_DOC_PROCESSED = "ingest.doc.processed"
+# Work items for the ingestion workers (a work queue: each is taken by one worker).
+INGEST_DOC_REQUESTED = "ingest.doc.requested"
 USAGE_METERED = "usage.metered"
 BILLING_INVOICE_GENERATED = "billing.invoice.generated"
 
@@ -52,13 +56,15 @@ class StreamSpec:
     subjects: tuple[str, ...]
     max_age_s: float = 7 * DAY_S
     duplicate_window_s: float = 120.0
+    # WORK_QUEUE removes a message once acked, so the stream's depth is the backlog.
+    retention: js_api.RetentionPolicy = js_api.RetentionPolicy.LIMITS
 
     def config(self) -> js_api.StreamConfig:
         """The nats-py configuration for this stream."""
         return js_api.StreamConfig(
             name=self.name,
             subjects=list(self.subjects),
-            retention=js_api.RetentionPolicy.LIMITS,
+            retention=self.retention,
             storage=js_api.StorageType.FILE,
             max_age=self.max_age_s,
             duplicate_window=self.duplicate_window_s,
@@ -94,7 +100,8 @@ class ConsumerSpec:
 STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec("AGENT_RUNS", ("agent.run.>",)),
     StreamSpec("TOOL_CALLS", ("tool.call.>",)),
-    StreamSpec("INGEST", ("ingest.doc.>",)),
+    StreamSpec("INGEST", (INGEST_DOC_PROCESSED,)),
+    StreamSpec("INGEST_WORK", (INGEST_DOC_REQUESTED,), retention=js_api.RetentionPolicy.WORK_QUEUE),
     StreamSpec("USAGE", (USAGE_METERED,), max_age_s=35 * DAY_S),
     StreamSpec("BILLING", ("billing.invoice.>",), max_age_s=400 * DAY_S),
     StreamSpec(DLQ_STREAM, ("dlq.>",), max_age_s=7 * DAY_S),
@@ -109,6 +116,8 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec("USAGE", "billing-usage", (USAGE_METERED,)),
     ConsumerSpec("USAGE", "analytics-usage", (USAGE_METERED,)),
     ConsumerSpec("INGEST", "analytics-ingest", (INGEST_DOC_PROCESSED,)),
+    # Ingestion workers share this one durable consumer (KEDA scales them on its backlog).
+    ConsumerSpec("INGEST_WORK", "knowledge-ingest", (INGEST_DOC_REQUESTED,), max_ack_pending=64),
     ConsumerSpec(
         ADVISORY_STREAM, "dlq-forwarder", (MAX_DELIVERIES_ADVISORY + ".>",), backoff_s=(1.0, 5.0)
     ),

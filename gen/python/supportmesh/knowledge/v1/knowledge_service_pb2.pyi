@@ -669,3 +669,163 @@ class FaqAnswer(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FaqAnswer: _TypeAlias = FaqAnswer  # noqa: Y015
+
+@_typing.final
+class KnowledgeSettings(_message.Message):
+    """KnowledgeSettings are a tenant's search settings (a singleton per tenant)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FAQ_THRESHOLD_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name `tenants/{tenant}/knowledgeSettings`."""
+    faq_threshold: _builtins.float
+    """Cosine similarity a FAQ question must reach to be answered directly when a SearchRequest sets no faq_threshold; 0 means the default 0.8."""
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the settings last changed; unset while they are the defaults."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        faq_threshold: _builtins.float = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["faq_threshold", b"faq_threshold", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KnowledgeSettings: _TypeAlias = KnowledgeSettings  # noqa: Y015
+
+@_typing.final
+class GetKnowledgeSettingsRequest(_message.Message):
+    """GetKnowledgeSettingsRequest names a tenant's settings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name `tenants/{tenant}/knowledgeSettings`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKnowledgeSettingsRequest: _TypeAlias = GetKnowledgeSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetKnowledgeSettingsResponse(_message.Message):
+    """GetKnowledgeSettingsResponse returns a tenant's settings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWLEDGE_SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def knowledge_settings(self) -> Global___KnowledgeSettings:
+        """The settings, defaults included."""
+
+    def __init__(
+        self,
+        *,
+        knowledge_settings: Global___KnowledgeSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["knowledge_settings", b"knowledge_settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["knowledge_settings", b"knowledge_settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKnowledgeSettingsResponse: _TypeAlias = GetKnowledgeSettingsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateKnowledgeSettingsRequest(_message.Message):
+    """UpdateKnowledgeSettingsRequest replaces a tenant's settings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWLEDGE_SETTINGS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key of the change."""
+    @_builtins.property
+    def knowledge_settings(self) -> Global___KnowledgeSettings:
+        """The new settings; `name` says whose."""
+
+    def __init__(
+        self,
+        *,
+        knowledge_settings: Global___KnowledgeSettings | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["knowledge_settings", b"knowledge_settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["knowledge_settings", b"knowledge_settings", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateKnowledgeSettingsRequest: _TypeAlias = UpdateKnowledgeSettingsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateKnowledgeSettingsResponse(_message.Message):
+    """UpdateKnowledgeSettingsResponse returns the settings as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWLEDGE_SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def knowledge_settings(self) -> Global___KnowledgeSettings:
+        """The settings."""
+
+    def __init__(
+        self,
+        *,
+        knowledge_settings: Global___KnowledgeSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["knowledge_settings", b"knowledge_settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["knowledge_settings", b"knowledge_settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateKnowledgeSettingsResponse: _TypeAlias = UpdateKnowledgeSettingsResponse  # noqa: Y015
+
+@_typing.final
+class IngestTask(_message.Message):
+    """IngestTask is the work item on `ingest.doc.requested`: process one revision of one document."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant owning the document."""
+    document_id: _builtins.str
+    """The document's id."""
+    revision: _builtins.int
+    """The document revision to index; a task for an older revision is skipped."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        document_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "revision", b"revision", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestTask: _TypeAlias = IngestTask  # noqa: Y015

@@ -67,6 +67,16 @@ class KnowledgeServiceStub:
                 request_serializer=supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.SearchRequest.SerializeToString,
                 response_deserializer=supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.GetKnowledgeSettings = channel.unary_unary(
+                '/supportmesh.knowledge.v1.KnowledgeService/GetKnowledgeSettings',
+                request_serializer=supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.GetKnowledgeSettingsRequest.SerializeToString,
+                response_deserializer=supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.GetKnowledgeSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateKnowledgeSettings = channel.unary_unary(
+                '/supportmesh.knowledge.v1.KnowledgeService/UpdateKnowledgeSettings',
+                request_serializer=supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.UpdateKnowledgeSettingsRequest.SerializeToString,
+                response_deserializer=supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.UpdateKnowledgeSettingsResponse.FromString,
+                _registered_method=True)
 
 
 class KnowledgeServiceServicer:
@@ -117,6 +127,20 @@ class KnowledgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetKnowledgeSettings(self, request, context):
+        """GetKnowledgeSettings returns the tenant's search settings, such as its FAQ answer threshold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateKnowledgeSettings(self, request, context):
+        """UpdateKnowledgeSettings changes the tenant's search settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KnowledgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +173,16 @@ def add_KnowledgeServiceServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.SearchRequest.FromString,
                     response_serializer=supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.SearchResponse.SerializeToString,
+            ),
+            'GetKnowledgeSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKnowledgeSettings,
+                    request_deserializer=supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.GetKnowledgeSettingsRequest.FromString,
+                    response_serializer=supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.GetKnowledgeSettingsResponse.SerializeToString,
+            ),
+            'UpdateKnowledgeSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateKnowledgeSettings,
+                    request_deserializer=supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.UpdateKnowledgeSettingsRequest.FromString,
+                    response_serializer=supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.UpdateKnowledgeSettingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +350,60 @@ class KnowledgeService:
             '/supportmesh.knowledge.v1.KnowledgeService/Search',
             supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.SearchRequest.SerializeToString,
             supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKnowledgeSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supportmesh.knowledge.v1.KnowledgeService/GetKnowledgeSettings',
+            supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.GetKnowledgeSettingsRequest.SerializeToString,
+            supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.GetKnowledgeSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateKnowledgeSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supportmesh.knowledge.v1.KnowledgeService/UpdateKnowledgeSettings',
+            supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.UpdateKnowledgeSettingsRequest.SerializeToString,
+            supportmesh_dot_knowledge_dot_v1_dot_knowledge__service__pb2.UpdateKnowledgeSettingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,10 @@ class KnowledgeServiceStub:
     """DeleteDocument removes a document and its chunks from the index."""
     Search: _grpc.UnaryUnaryMultiCallable[_knowledge_service_pb2.SearchRequest, _knowledge_service_pb2.SearchResponse]
     """Search finds the passages closest to a query and, when a FAQ question matches well enough, its direct answer."""
+    GetKnowledgeSettings: _grpc.UnaryUnaryMultiCallable[_knowledge_service_pb2.GetKnowledgeSettingsRequest, _knowledge_service_pb2.GetKnowledgeSettingsResponse]
+    """GetKnowledgeSettings returns the tenant's search settings, such as its FAQ answer threshold."""
+    UpdateKnowledgeSettings: _grpc.UnaryUnaryMultiCallable[_knowledge_service_pb2.UpdateKnowledgeSettingsRequest, _knowledge_service_pb2.UpdateKnowledgeSettingsResponse]
+    """UpdateKnowledgeSettings changes the tenant's search settings."""
 
 @_typing.type_check_only
 class KnowledgeServiceAsyncStub(KnowledgeServiceStub):
@@ -69,6 +73,10 @@ class KnowledgeServiceAsyncStub(KnowledgeServiceStub):
     """DeleteDocument removes a document and its chunks from the index."""
     Search: _aio.UnaryUnaryMultiCallable[_knowledge_service_pb2.SearchRequest, _knowledge_service_pb2.SearchResponse]  # type: ignore[assignment]
     """Search finds the passages closest to a query and, when a FAQ question matches well enough, its direct answer."""
+    GetKnowledgeSettings: _aio.UnaryUnaryMultiCallable[_knowledge_service_pb2.GetKnowledgeSettingsRequest, _knowledge_service_pb2.GetKnowledgeSettingsResponse]  # type: ignore[assignment]
+    """GetKnowledgeSettings returns the tenant's search settings, such as its FAQ answer threshold."""
+    UpdateKnowledgeSettings: _aio.UnaryUnaryMultiCallable[_knowledge_service_pb2.UpdateKnowledgeSettingsRequest, _knowledge_service_pb2.UpdateKnowledgeSettingsResponse]  # type: ignore[assignment]
+    """UpdateKnowledgeSettings changes the tenant's search settings."""
 
 class KnowledgeServiceServicer(metaclass=_abc_1.ABCMeta):
     """KnowledgeService ingests a tenant's documents (chunk, embed, index) and searches them.
@@ -123,5 +131,21 @@ class KnowledgeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_knowledge_service_pb2.SearchResponse, _abc.Awaitable[_knowledge_service_pb2.SearchResponse]]:
         """Search finds the passages closest to a query and, when a FAQ question matches well enough, its direct answer."""
+
+    @_abc_1.abstractmethod
+    def GetKnowledgeSettings(
+        self,
+        request: _knowledge_service_pb2.GetKnowledgeSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_service_pb2.GetKnowledgeSettingsResponse, _abc.Awaitable[_knowledge_service_pb2.GetKnowledgeSettingsResponse]]:
+        """GetKnowledgeSettings returns the tenant's search settings, such as its FAQ answer threshold."""
+
+    @_abc_1.abstractmethod
+    def UpdateKnowledgeSettings(
+        self,
+        request: _knowledge_service_pb2.UpdateKnowledgeSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_service_pb2.UpdateKnowledgeSettingsResponse, _abc.Awaitable[_knowledge_service_pb2.UpdateKnowledgeSettingsResponse]]:
+        """UpdateKnowledgeSettings changes the tenant's search settings."""
 
 def add_KnowledgeServiceServicer_to_server(servicer: KnowledgeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

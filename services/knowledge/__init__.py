@@ -1,0 +1,1 @@
+"""The knowledge service: document ingestion (chunk, embed, index) and tenant-isolated search."""

@@ -1,0 +1,1 @@
+"""The orchestrator: YAML workflows compiled to LangGraph runs with tools, budgets and sagas."""

@@ -1,0 +1,24 @@
+"""What a run's nodes need besides their state, passed as the LangGraph runtime context."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from services.orchestrator.workflow.model import Workflow
+from services.orchestrator.workflow.ports import Ports
+
+
+@dataclass(frozen=True)
+class WorkflowContext:
+    """The workflow being run and the ports it calls; never checkpointed."""
+
+    workflow: Workflow
+    ports: Ports
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    clock: Callable[[], float] = time.monotonic
+    # Jitter for retry backoff, so simultaneous runs do not retry in lockstep.
+    jitter: Callable[[], float] = field(default=random.random)

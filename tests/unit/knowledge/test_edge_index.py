@@ -1,0 +1,64 @@
+"""The in-process qdrant-edge index: tenant filters, revisions, metadata and generations."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from services.knowledge.edge_index import EdgeIndex
+from services.knowledge.index import Point, Query, Removal
+
+
+def _point(tenant: str, document: str, revision: int, vector: list[float]) -> Point:
+    payload = {
+        "tenant_id": tenant, "document_id": document, "revision": revision, "kind": "chunk",
+        "labels": {"locale": "en" if tenant == "a" else "de"},
+    }  # fmt: skip
+    return Point(str(uuid.uuid4()), vector, payload)
+
+
+async def test_search_stays_inside_the_tenant_and_its_labels(tmp_path: Path) -> None:
+    index = EdgeIndex(tmp_path)
+    await index.open("m", 2)
+    try:
+        await index.upsert([_point("a", "d1", 1, [1, 0]), _point("b", "d2", 1, [1, 0.01])])
+        hits = await index.search(Query("a", [1, 0], "chunk", 10))
+        assert [h.payload["tenant_id"] for h in hits] == ["a"]
+        assert await index.search(Query("a", [1, 0], "chunk", 10, {"locale": "de"})) == []
+        assert await index.search(Query("a", [1, 0], "faq", 10)) == []
+        assert await index.search(Query("a", [0, 1], "chunk", 10, min_score=0.5)) == []
+    finally:
+        await index.close()
+
+
+async def test_removals_by_revision(tmp_path: Path) -> None:
+    index = EdgeIndex(tmp_path)
+    await index.open("m", 2)
+    try:
+        await index.upsert([_point("a", "d", r, [1, r]) for r in (1, 2, 3)])
+        await index.delete(Removal("a", "d", below_revision=3))
+        assert await index.count("a", "d") == 1
+        await index.delete(Removal("a", "d", revision=3))
+        assert await index.count("a") == 0
+    finally:
+        await index.close()
+
+
+async def test_the_generation_survives_a_reopen_and_a_new_model_gets_a_new_index(
+    tmp_path: Path,
+) -> None:
+    index = EdgeIndex(tmp_path)
+    first = await index.open("m", 2)
+    await index.upsert([_point("a", "d", 1, [1, 0])])
+    await index.close()
+    again = EdgeIndex(tmp_path)
+    assert (await again.open("m", 2)).generation == first.generation
+    assert await again.count("a") == 1
+    await again.close()
+    other = EdgeIndex(tmp_path)
+    changed = await other.open("other-model", 3)
+    try:
+        assert changed.generation != first.generation
+        assert await other.count("a") == 0  # never mixed with the old model's vectors
+    finally:
+        await other.close()

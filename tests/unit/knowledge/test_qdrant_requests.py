@@ -1,0 +1,59 @@
+"""The Qdrant server adapter's requests, built without a server (none can be installed here)."""
+
+from __future__ import annotations
+
+from qdrant_client import models
+
+from services.knowledge import qdrant_index
+from services.knowledge.index import IndexMeta, Point, Query, Removal, collection_name
+
+
+def test_a_query_always_filters_on_the_tenant_and_kind() -> None:
+    query = Query("acme", [0.1, 0.2], "chunk", 5, {"locale": "en"}, 0.3)
+    built = qdrant_index.query_filter(query)
+    assert isinstance(built.must, list)
+    assert built.must == [
+        models.FieldCondition(key="tenant_id", match=models.MatchValue(value="acme")),
+        models.FieldCondition(key="kind", match=models.MatchValue(value="chunk")),
+        models.FieldCondition(key="labels.locale", match=models.MatchValue(value="en")),
+    ]
+
+
+def test_removals_target_one_document_and_revisions() -> None:
+    older = qdrant_index.removal_filter(Removal("acme", "d1", below_revision=3))
+    assert isinstance(older.must, list)
+    assert older.must[:2] == [
+        models.FieldCondition(key="tenant_id", match=models.MatchValue(value="acme")),
+        models.FieldCondition(key="document_id", match=models.MatchValue(value="d1")),
+    ]
+    assert older.must[2] == models.FieldCondition(key="revision", range=models.Range(lt=3))
+    one = qdrant_index.removal_filter(Removal("acme", "d1", revision=2))
+    assert isinstance(one.must, list)
+    assert one.must[2] == models.FieldCondition(key="revision", match=models.MatchValue(value=2))
+
+
+def test_the_collection_follows_the_multitenancy_guide() -> None:
+    meta = IndexMeta("sentence-transformers/all-MiniLM-L6-v2", 384, "g1")
+    config = qdrant_index.collection_config(384, meta)
+    assert config["vectors_config"] == models.VectorParams(
+        size=384, distance=models.Distance.COSINE
+    )
+    assert config["hnsw_config"] == models.HnswConfigDiff(m=0, payload_m=16)
+    assert config["metadata"] == {
+        "model": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384, "generation": "g1",
+    }  # fmt: skip
+    tenant_field, tenant_schema = qdrant_index.PAYLOAD_INDEXES[0]
+    assert tenant_field == "tenant_id"
+    assert isinstance(tenant_schema, models.KeywordIndexParams)
+    assert tenant_schema.is_tenant is True
+    assert collection_name(meta.model, 384) == (
+        "knowledge_sentence-transformers-all-minilm-l6-v2_384"
+    )
+
+
+def test_points_carry_their_payload() -> None:
+    (struct,) = qdrant_index.point_structs(
+        [Point("0b7c6c55-3f4e-4a57-9a1d-1d2a3b4c5d6e", [1, 0], {"tenant_id": "acme"})]
+    )
+    assert struct.vector == [1.0, 0.0]
+    assert struct.payload == {"tenant_id": "acme"}
