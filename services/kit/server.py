@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -124,5 +125,39 @@ def run_service(
         # The dev supervisor and tests read the bound port from this line.
         print(f"READY {settings.service_name} port={service.port}", flush=True)
         await run_until_signalled(service)
+
+    asyncio.run(main())
+
+
+class ServiceApp(Protocol):
+    """A service with background work: registers servicers, starts before and stops after."""
+
+    service_names: tuple[str, ...]
+
+    def register(self, server: grpc.aio.Server) -> None:
+        """Add the servicers to ``server``."""
+
+    async def start(self) -> None:
+        """Start background work (consumers, refresh loops) before serving."""
+
+    async def stop(self) -> None:
+        """Stop background work after the server has drained."""
+
+
+def run_app(settings: ServiceSettings, build: Callable[[Telemetry], ServiceApp]) -> None:
+    """Entry point body for a service whose app needs the server's Telemetry and lifecycle."""
+    logs.configure(settings.service_name, settings.log_level, settings.log_json)
+
+    async def main() -> None:
+        telemetry = Telemetry(settings.service_name)
+        app = build(telemetry)
+        await app.start()
+        try:
+            service = await start_server(settings, app.register, app.service_names, telemetry)
+            # The dev supervisor and tests read the bound port from this line.
+            print(f"READY {settings.service_name} port={service.port}", flush=True)
+            await run_until_signalled(service)
+        finally:
+            await app.stop()
 
     asyncio.run(main())
