@@ -266,7 +266,9 @@ def test_managed_process_kills_setsid_descendants_after_leader_crash(tmp_path: P
     """A descendant in its own session outlives a crashed leader only until stop()."""
     log = tmp_path / "sh.log"
     proc = ManagedProcess(
-        ["sh", "-c", "setsid sleep 60 & printf '%s-%s\\n' up now; wait"], log_path=log
+        # The marker is printed by the descendant itself, after setsid(2) has run.
+        ["sh", "-c", "setsid sh -c \"printf '%s-%s\\n' up now; exec sleep 60\" & wait"],
+        log_path=log,
     )
     proc.start()
     proc.wait_ready(lambda: "up-now" in log.read_text(), timeout=5)
