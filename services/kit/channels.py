@@ -6,7 +6,7 @@ import json
 
 import grpc
 
-from services.kit.interceptors import ClientInterceptor
+from services.kit.interceptors import client_interceptors
 from services.kit.server import grpc_options
 from services.kit.settings import ServiceSettings
 from services.kit.telemetry import Telemetry
@@ -50,5 +50,7 @@ def create_channel(
     options.append(("grpc.service_config", service_config(default_timeout_s)))
     options.append(("grpc.enable_retries", 1))
     return grpc.aio.insecure_channel(
-        target, options=options, interceptors=[ClientInterceptor(telemetry)]
+        target,
+        options=options,
+        interceptors=client_interceptors(telemetry),  # type: ignore[arg-type]
     )

@@ -245,13 +245,13 @@ def outbound_timeout(requested: float | None) -> float | None:
     return remaining if requested is None else min(requested, remaining)
 
 
-class ClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Propagates request id, tenant, trace and deadline; records a client span and metric."""
+class ClientInterceptor:
+    """Propagates request id, tenant, trace and deadline; records a client span and metric.
+
+    grpc.aio files an interceptor under the first call kind it implements only, so one
+    object cannot intercept all four kinds: :func:`client_interceptors` gives one per kind,
+    all sharing this logic.
+    """
 
     def __init__(self, telemetry: Telemetry) -> None:
         """Record into ``telemetry``."""
@@ -295,26 +295,39 @@ class ClientInterceptor(
         call.add_done_callback(done)
         return call
 
+
+class _UnaryUnary(ClientInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Handler, client_call_details: Any, request: Any
     ) -> Any:
         """Intercept a unary call."""
         return await self._intercept(continuation, client_call_details, request)
 
+
+class _UnaryStream(ClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self, continuation: Handler, client_call_details: Any, request: Any
     ) -> Any:
         """Intercept a server-streaming call."""
         return await self._intercept(continuation, client_call_details, request)
 
+
+class _StreamUnary(ClientInterceptor, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(
         self, continuation: Handler, client_call_details: Any, request_iterator: Any
     ) -> Any:
         """Intercept a client-streaming call."""
         return await self._intercept(continuation, client_call_details, request_iterator)
 
+
+class _StreamStream(ClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(
         self, continuation: Handler, client_call_details: Any, request_iterator: Any
     ) -> Any:
         """Intercept a bidirectional call."""
         return await self._intercept(continuation, client_call_details, request_iterator)
+
+
+def client_interceptors(telemetry: Telemetry) -> list[ClientInterceptor]:
+    """The kit's client interception for every call kind, for ``grpc.aio`` channels."""
+    return [kind(telemetry) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
