@@ -1,4 +1,8 @@
-"""The real ports behind the workflow engine: router, tools with outbox events, knowledge."""
+"""The real ports behind the workflow engine: router, tools with outbox events, knowledge.
+
+Every port call starts at a safe point (:func:`~services.orchestrator.stream.halt_point`):
+a cancelled run stops there, before the call, never in the middle of one.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.kit import context, db, events
 from services.orchestrator import outbox
 from services.orchestrator.models import tier_of
+from services.orchestrator.stream import RunHub, halt_point, tool_event
 from services.orchestrator.tools import ToolRegistry
 from services.orchestrator.workflow import (
     CallContext,
@@ -49,6 +54,7 @@ class RouterClient:
         self, call: CallContext, query: str, context_: Mapping[str, Any], preference: str
     ) -> RouteDecision:
         """The router's tier and escalation path for ``query``."""
+        halt_point()
         intent = str(context_.get("intent", ""))
         fallback = RouteDecision("SLM_A", ("SLM_B", "LLM"), 0.5, intent)
         if self._stub is None:
@@ -87,22 +93,35 @@ def _plain(value: Any) -> bool:
 
 
 class RegistryTools:
-    """ToolPort over the registry; every phase is a ``tool.call.*`` event through the outbox."""
+    """ToolPort over the registry; every phase is a ``tool.call.*`` event through the outbox.
+
+    Each phase is also published to the run's live stream (``hub``), with a customer-safe
+    summary instead of the call's arguments and output.
+    """
 
     def __init__(
-        self, registry: ToolRegistry, engine: AsyncEngine, wake: Callable[[], None]
+        self,
+        registry: ToolRegistry,
+        engine: AsyncEngine,
+        wake: Callable[[], None],
+        hub: RunHub | None = None,
     ) -> None:
         """Call ``registry``'s tools; queue events in ``engine``'s outbox and ``wake`` the relay."""
-        self._registry, self._engine, self._wake = registry, engine, wake
+        self._registry, self._engine, self._wake, self._hub = registry, engine, wake, hub
 
     async def call(
         self, call: CallContext, tool: str, arguments: Mapping[str, Any], idempotency_key: str
     ) -> Mapping[str, Any]:
         """Run ``tool`` for the call's tenant under its idempotency key."""
+        halt_point()
         return await self._registry.call(tool, call.tenant_id, dict(arguments), idempotency_key)
 
     async def record(self, call: CallContext, event: ToolEvent) -> None:
         """Write the event; its id is derived from key, phase and attempt, so replays dedupe."""
+        if event.phase == "requested":
+            # A halted run stops before the write-ahead event: no call is announced that
+            # will not be made.
+            halt_point()
         occurred = timestamp_pb2.Timestamp()
         occurred.GetCurrentTime()
         message = events_pb2.ToolCallEvent(
@@ -123,6 +142,8 @@ class RegistryTools:
         async with db.global_transaction(self._engine) as connection:
             await outbox.add(connection, _SUBJECTS[event.phase], message, event_id)
         self._wake()
+        if self._hub is not None:
+            self._hub.publish(call.run_id, tool_event(event))
 
 
 class ToolKnowledge:
@@ -136,6 +157,7 @@ class ToolKnowledge:
         self, call: CallContext, query: str, top_k: int, min_score: float
     ) -> Sequence[Passage]:
         """The tenant's best passages for ``query``."""
+        halt_point()
         found = await self._registry.call(
             "knowledge.search",
             call.tenant_id,
@@ -156,5 +178,6 @@ class HumanQueue:
 
     async def hand_off(self, call: CallContext, request: HumanRequest, idempotency_key: str) -> str:
         """A ticket id derived from the key, so a replayed hand-off is the same ticket."""
+        halt_point()
         _log.info("run handed to a human", extra={"run_id": call.run_id, "queue": request.queue})
         return "ticket-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]

@@ -25,9 +25,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from redis.asyncio import Redis
 
-from services.kit import channels, db, events
+from services.kit import channels, db, events, valkey
 from services.kit.resilience import Resilience
 from services.kit.settings import ServiceSettings
 from services.kit.telemetry import Telemetry
@@ -36,6 +35,7 @@ from services.orchestrator.models import Models, TierModel
 from services.orchestrator.outbox import Relay
 from services.orchestrator.runs import Runs
 from services.orchestrator.servicer import OrchestratorServicer
+from services.orchestrator.stream import RunHub
 from services.orchestrator.tools import SmtpConfig, ToolsConfig, build_registry
 from services.orchestrator.workflow import WORKFLOWS_DIR, Ports, WorkflowEngine, load_workflows
 from supportmesh.events.v1 import events_pb2
@@ -90,7 +90,7 @@ class OrchestratorApp:
         s, infra = self.settings, self.settings.infra
         engine = db.create_engine(infra.database_url, pool_size=20, max_overflow=20)
         self._stack.push_async_callback(engine.dispose)
-        redis = Redis.from_url(infra.redis_url, decode_responses=True) if infra.redis_url else None
+        redis = valkey.connect(infra.redis_url, decode_responses=True) if infra.redis_url else None
         if redis is not None:
             self._stack.push_async_callback(redis.aclose)
         http = await self._stack.enter_async_context(aiohttp.ClientSession())
@@ -121,18 +121,19 @@ class OrchestratorApp:
         nats, js = await events.connect(infra.nats_url)
         self._stack.push_async_callback(nats.close)
         relay = Relay(engine, js, poll_s=s.outbox_poll_s)
-        models = Models(s.models)
+        hub = RunHub()
+        models = Models(s.models, hub=hub)
         self._stack.push_async_callback(models.aclose)
         ports = Ports(
             router=adapters.RouterClient(router),
-            tools=adapters.RegistryTools(registry, engine, relay.wake),
+            tools=adapters.RegistryTools(registry, engine, relay.wake, hub),
             models=models,
             knowledge=adapters.ToolKnowledge(registry),
             human=adapters.HumanQueue(),
         )
         graph = WorkflowEngine(ports, AsyncPostgresSaver(pool))
         workflows = {name: {wf.version: wf} for name, wf in loaded.items()}
-        self.runs = Runs(engine, workflows, graph, relay.wake, redis, lease_s=s.lease_s)
+        self.runs = Runs(engine, workflows, graph, relay.wake, redis, lease_s=s.lease_s, hub=hub)
         self._tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
         self._tasks.append(
             asyncio.create_task(self.runs.recover_loop(s.recovery_every_s), name="recovery")

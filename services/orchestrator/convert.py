@@ -119,6 +119,19 @@ def run(row: RunRow, view: RunView | None, tenant_id: str, *, steps: bool = True
     return message
 
 
+HOLDING_MESSAGE = "A member of our support team will follow up with you shortly."
+
+
+def answer_text(view: RunView | None) -> str:
+    """The text a chat caller gets: the answer, else the run's message, else a holding one."""
+    if view is None:
+        return ""
+    text = view.answer or view.message
+    if view.status == "WAITING_FOR_HUMAN" and not text:
+        text = HOLDING_MESSAGE
+    return text
+
+
 def chat_response(
     run_id: str, session_id: str, view: RunView | None, latency_ms: int
 ) -> pb.SendChatMessageResponse:
@@ -128,9 +141,7 @@ def chat_response(
     if view is None:
         response.status = pb.RUN_STATUS_RUNNING
         return response
-    text = view.answer or view.message
-    if view.status == "WAITING_FOR_HUMAN" and not text:
-        text = "A member of our support team will follow up with you shortly."
+    text = answer_text(view)
     response.answer.CopyFrom(
         message_pb2.ChatMessage(id=run_id, role=message_pb2.ROLE_ASSISTANT, content=text)
     )

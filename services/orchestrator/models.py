@@ -4,6 +4,10 @@ The embedded responder needs no network: it composes a grounded reply from the r
 passages (their leading sentences) or restates the workflow's instruction, whose facts come
 from earlier tool results; it is priced with the same table as a configured tier, on a
 word-based token estimate, so every run has tier, tokens and cost.
+
+Free-text generations are published to the run's :class:`~services.orchestrator.stream.RunHub`
+as token deltas while they are produced: a configured tier's streamed chunks as they arrive,
+the embedded responder's reply in groups of a few words. JSON generations are not streamed.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from openai import AsyncOpenAI
 from pydantic import BaseModel
 
+from services.orchestrator.stream import RunHub, halt_point
 from services.orchestrator.workflow import (
     CallContext,
     Critique,
@@ -24,9 +29,12 @@ from services.orchestrator.workflow import (
     GenerationRequest,
     Tier,
 )
+from supportmesh.spec.v1 import message_pb2
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
 _INSTRUCTION = re.compile(r"^\s*(tell|thank|inform)\s+(the customer|[^ ]+)\s*(that\s+)?", re.I)
+_WORDS = re.compile(r"\S+\s*")
+WORDS_PER_DELTA = 3
 
 
 class TierModel(BaseModel):
@@ -84,13 +92,34 @@ def embedded_reply(request: GenerationRequest) -> str:
     return sentence[:1].upper() + sentence[1:]
 
 
+def word_groups(text: str) -> list[str]:
+    """``text`` in pieces of two to four words that concatenate back to it exactly."""
+    words = _WORDS.findall(text)
+    if not words:
+        return [text] if text else []
+    words[0] = text[: len(text) - len(text.lstrip())] + words[0]
+    groups = [words[i : i + WORDS_PER_DELTA] for i in range(0, len(words), WORDS_PER_DELTA)]
+    if len(groups) > 1 and len(groups[-1]) == 1:
+        last = groups.pop()
+        groups[-1] += last
+    return ["".join(group) for group in groups]
+
+
 class Models:
     """The ModelPort: each tier served by its configured endpoint or the embedded responder."""
 
-    def __init__(self, tiers: Mapping[str, TierModel] | None = None) -> None:
-        """Configure tiers; missing tiers use :data:`DEFAULT_TIERS`."""
+    def __init__(
+        self, tiers: Mapping[str, TierModel] | None = None, *, hub: RunHub | None = None
+    ) -> None:
+        """Configure tiers (missing ones use :data:`DEFAULT_TIERS`); stream deltas to ``hub``."""
         self.tiers = {**DEFAULT_TIERS, **(tiers or {})}
         self._clients: dict[str, AsyncOpenAI] = {}
+        self._hub = hub
+
+    def _delta(self, call: CallContext, request: GenerationRequest, text: str) -> None:
+        halt_point()
+        if self._hub is not None and text and not request.json_output:
+            self._hub.publish(call.run_id, message_pb2.TokenDelta(text=text))
 
     def _client(self, model: TierModel) -> AsyncOpenAI:
         client = self._clients.get(model.base_url)
@@ -101,9 +130,12 @@ class Models:
 
     async def generate(self, call: CallContext, request: GenerationRequest) -> Generation:
         """Answer at ``request.tier``."""
+        halt_point()
         model = self.tiers[request.tier]
         if not model.base_url:
             text = embedded_reply(request)
+            for piece in word_groups(text):
+                self._delta(call, request, piece)
             prompt = request.prompt + " ".join(p.text for p in request.passages)
             usage = Usage(estimate_tokens(prompt), estimate_tokens(text))
         else:
@@ -131,18 +163,23 @@ class Models:
         )
         parts: list[str] = []
         usage: Usage | None = None
-        async for chunk in stream:
-            for choice in chunk.choices:
-                if choice.delta.content:
-                    parts.append(choice.delta.content)
-            if chunk.usage is not None:
-                usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+        try:
+            async for chunk in stream:
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        parts.append(choice.delta.content)
+                        self._delta(call, request, choice.delta.content)
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+        finally:
+            await stream.close()
         text = "".join(parts)
         # A provider that reports no usage is charged on the estimate.
         return text, usage or Usage(estimate_tokens(str(messages)), estimate_tokens(text))
 
     async def critique(self, call: CallContext, request: CritiqueRequest) -> Critique:
         """Score an answer: word overlap with the evidence (embedded) at the tier's price."""
+        halt_point()
         model = self.tiers[request.tier]
         answer = set(re.findall(r"[a-z0-9]+", request.answer.lower()))
         evidence = set(re.findall(r"[a-z0-9]+", " ".join(request.evidence).lower()))

@@ -7,27 +7,33 @@ events commit together. A lapsed lease (the orchestrator died) lets the recovery
 any orchestrator take the run over and continue it from its last checkpoint: its tool
 calls replay under the same idempotency keys, so nothing is charged or mailed twice, and a
 failed saga's compensations are still owed and still run.
+
+Every run driven here publishes its live events to :attr:`Runs.hub` (read by StreamRun). A
+run cancelled while it executes here is halted at its next safe point (before its next port
+call, so a call under way finishes and is checkpointed) and then undone through the saga
+path (:mod:`services.orchestrator.cancel`), holding its lease all along.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import db, errors, quota
-from services.orchestrator import record, store
-from services.orchestrator.workflow import CallContext, RunView, Workflow, WorkflowEngine
-from services.orchestrator.workflow.state import pending_compensations
+from services.kit import context, db, errors, quota
+from services.orchestrator import cancel, record, store
+from services.orchestrator.stream import Drive, RunHub, drive, halt_point
+from services.orchestrator.workflow import RunView, Workflow, WorkflowEngine
 from supportmesh.common.v1 import errors_pb2
 
 _log = logging.getLogger("supportmesh.orchestrator.runs")
@@ -43,6 +49,19 @@ def workflow_unknown(name: str, version: str = "") -> errors.FailedPrecondition:
     )
 
 
+def _detached() -> contextvars.Context:
+    """The current context without the inbound call's deadline: a run outlives its caller.
+
+    Its steps' calls are bounded by their own wall budgets instead; the request id and
+    tenant stay, for logs and traces.
+    """
+    found = contextvars.copy_context()
+    call = context.current()
+    if call is not None:
+        found.run(context.bind, replace(call, deadline=None))
+    return found
+
+
 @dataclass
 class Runs:
     """Everything a run goes through, for the servicer, the consumer and the recovery loop."""
@@ -54,9 +73,14 @@ class Runs:
     redis: Redis | None = None
     owner: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     lease_s: float = 10.0
+    hub: RunHub = field(default_factory=RunHub)
+    poll_s: float = 0.3  # how often a run driven by another instance is looked at
+    stop_grace_s: float = 60.0  # how long a cancelled run may take to reach a safe point
     active: dict[str, asyncio.Task[RunView]] = field(default_factory=dict)
+    drives: dict[str, Drive] = field(default_factory=dict)
     tenant_of: dict[str, str] = field(default_factory=dict)
     recovering: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    cancelling: dict[str, asyncio.Task[RunView]] = field(default_factory=dict)
 
     def latest(self, name: str) -> Workflow:
         """The newest deployed version of ``name``."""
@@ -113,16 +137,29 @@ class Runs:
         task = self.active.get(run_id)
         if task is None:
             self.tenant_of[run_id] = tenant_id
-            task = asyncio.create_task(self._leased(run_id, work))
+            self.hub.open(run_id)
+            current = self.drives[run_id] = Drive(run_id)
+            task = asyncio.create_task(self._leased(current, work), context=_detached())
             self.active[run_id] = task
-            task.add_done_callback(lambda _: self._done(run_id))
+            task.add_done_callback(lambda done: self._done(run_id, done))
         return task
 
-    def _done(self, run_id: str) -> None:
+    def _done(self, run_id: str, task: asyncio.Task[RunView]) -> None:
         self.active.pop(run_id, None)
         self.tenant_of.pop(run_id, None)
+        self.drives.pop(run_id, None)
+        failure = None if task.cancelled() else task.exception()
+        if run_id in self.cancelling:
+            return  # halted on purpose; the cancellation carries on with it
+        # A run that ended without recording it (it failed) is recovered later, maybe
+        # elsewhere; its readers stop waiting here.
+        self.hub.finish(run_id)
+        if failure is not None:
+            _log.warning("run stopped", exc_info=failure, extra={"run_id": run_id})
 
-    async def _leased(self, run_id: str, work: Callable[[], Awaitable[RunView]]) -> RunView:
+    async def _leased(self, current: Drive, work: Callable[[], Awaitable[RunView]]) -> RunView:
+        drive(current)
+        run_id = current.run_id
         heartbeat = asyncio.create_task(self._heartbeat(run_id))
         try:
             return await work()
@@ -165,6 +202,7 @@ class Runs:
             )  # fmt: skip
         else:
             view = await self.graph.recover(workflow, tenant_id=tenant_id, run_id=run_id)
+        halt_point()  # cancelled meanwhile: the cancellation records the end, not this
         latency_ms = int((time.perf_counter() - clock) * 1000)
         await self.commit(view, latency_ms)
         return view
@@ -174,12 +212,43 @@ class Runs:
         async with db.tenant_transaction(self.engine, view.tenant_id) as connection:
             await record.finished(connection, view, latency_ms, status=status)
         self.wake()
+        self.hub.finish(view.run_id)
         final = (status or view.status) in store.FINAL
         if final and self.redis is not None and (view.tokens or view.cost_usd):
             try:
                 await quota.record_usage(self.redis, view.tenant_id, view.tokens, view.cost_usd)
             except Exception:  # noqa: BLE001 - the usage.metered event still carries it
                 _log.warning("usage not recorded in Valkey", exc_info=True)
+
+    async def start(
+        self,
+        tenant_id: str,
+        workflow_name: str,
+        version: str,
+        input: Mapping[str, Any],
+        *,
+        request_id: str = "",
+        session_id: str = "",
+        user_id: str = "",
+    ) -> tuple[str, asyncio.Task[RunView] | None]:
+        """Start (or find) a run: its id and the task driving it here, if any.
+
+        No task means the run ``request_id`` names already ended or paused, or that another
+        instance drives it.
+        """
+        existing, run_id, workflow, began = await self.begin(
+            tenant_id, workflow_name, version, input,
+            request_id=request_id, session_id=session_id, user_id=user_id,
+        )  # fmt: skip
+        if existing is not None:
+            return run_id, self.active.get(run_id)
+        given = dict(input)
+        task = self.spawn(
+            tenant_id,
+            run_id,
+            lambda: self.execute(workflow, tenant_id, run_id, given, user_id=user_id, began=began),
+        )
+        return run_id, task
 
     async def run(
         self,
@@ -194,36 +263,50 @@ class Runs:
         wait: bool = True,
     ) -> tuple[str, RunView | None]:
         """Start (or find) a run; with ``wait``, its view once it ends or pauses."""
-        existing, run_id, workflow, began = await self.begin(
+        run_id, task = await self.start(
             tenant_id, workflow_name, version, input,
             request_id=request_id, session_id=session_id, user_id=user_id,
         )  # fmt: skip
-        if existing is not None and (existing.final or existing.status == "WAITING_FOR_HUMAN"):
-            return run_id, await self.graph.get(tenant_id, run_id)
-        if existing is not None:
-            task = self.active.get(run_id)
-            if task is None:
-                return run_id, await self.graph.get(tenant_id, run_id)
-        else:
-            given = dict(input)
-            task = self.spawn(
-                tenant_id,
-                run_id,
-                lambda: self.execute(
-                    workflow, tenant_id, run_id, given, user_id=user_id, began=began
-                ),
-            )
         if not wait:
             return run_id, None
-        return run_id, await asyncio.shield(task)
+        if task is None:
+            return run_id, await self.graph.get(tenant_id, run_id)
+        return run_id, await self._awaited(tenant_id, run_id, task)
+
+    async def _awaited(self, tenant_id: str, run_id: str, task: asyncio.Task[RunView]) -> RunView:
+        """The view ``task`` ends with; for a run cancelled meanwhile, the cancellation's."""
+        try:
+            return await asyncio.shield(task)
+        except (Exception, asyncio.CancelledError):
+            # A run halted by a cancellation ends its task early; the caller's own
+            # cancellation (the task still running) goes on as usual.
+            if not task.done() or run_id not in self.cancelling:
+                raise
+        _, view = await self.outcome(tenant_id, run_id)
+        if view is None:
+            raise errors.NotFound(f"run {run_id} not found")
+        return view
+
+    async def outcome(self, tenant_id: str, run_id: str) -> tuple[store.RunRow, RunView | None]:
+        """The run once it ended or paused, waiting for whichever instance drives it."""
+        while True:
+            task = self.cancelling.get(run_id) or self.active.get(run_id)
+            if task is not None:
+                await asyncio.wait({task})  # its failure is the row's business, read below
+                continue
+            row = await self._row(tenant_id, run_id)
+            if row.final or row.status == "WAITING_FOR_HUMAN":
+                return row, await self.graph.get(tenant_id, run_id)
+            await asyncio.sleep(self.poll_s)
 
     async def resume(
         self, tenant_id: str, run_id: str, step_id: str, value: Mapping[str, Any]
     ) -> RunView:
         """Give a waiting run the human's input and drive it on."""
         row = await self._row(tenant_id, run_id)
-        if row.status != "WAITING_FOR_HUMAN":
-            raise errors.FailedPrecondition(f"run {run_id} is {row.status}, not waiting")
+        if row.status != "WAITING_FOR_HUMAN" or run_id in self.cancelling:
+            status = "being cancelled" if run_id in self.cancelling else row.status
+            raise errors.FailedPrecondition(f"run {run_id} is {status}, not waiting")
         workflow = self.resolve(row.workflow, row.version)
         if not await store.lease(self.engine, tenant_id, run_id, self.owner, self.lease_s, True):
             raise errors.Aborted(f"run {run_id} is being resumed elsewhere")
@@ -236,31 +319,74 @@ class Runs:
                 resume=(step_id, value),
             ),
         )  # fmt: skip
-        return await asyncio.shield(task)
+        return await self._awaited(tenant_id, run_id, task)
 
-    async def cancel(self, tenant_id: str, run_id: str, reason: str) -> None:
-        """Stop a paused run, undoing its committed steps in reverse (each under its own key)."""
+    async def cancel(self, tenant_id: str, run_id: str, reason: str) -> RunView:
+        """Stop a run, undoing its committed steps in reverse, each once; its final view.
+
+        A run executing here is halted at its next safe point first; a paused run, or one
+        whose orchestrator died, is taken over. A run another live instance executes is
+        refused (FAILED_PRECONDITION): that instance holds its lease.
+        """
         row = await self._row(tenant_id, run_id)
         if row.final:
             raise errors.FailedPrecondition(f"run {run_id} already ended {row.status}")
-        if run_id in self.active or row.status != "WAITING_FOR_HUMAN":
-            raise errors.FailedPrecondition(f"run {run_id} is executing; cancel it once it pauses")
-        view = await self.graph.get(tenant_id, run_id)
-        if view is None:
-            raise errors.NotFound(f"run {run_id} not found")
-        owed = pending_compensations(view.state)
-        for entry in owed:
-            plan = entry["compensation"]
-            assert plan is not None
-            call = CallContext(
-                tenant_id, run_id, row.user_id, row.workflow, f"cancel:{entry['step_id']}",
-                time.monotonic() + 10.0,
-            )  # fmt: skip
-            await self.graph.ports.tools.call(
-                call, plan["tool"], plan["input"], plan["idempotency_key"]
+        task = self.cancelling.get(run_id)
+        if task is None:
+            task = asyncio.create_task(self._cancel(tenant_id, run_id, reason), context=_detached())
+            self.cancelling[run_id] = task
+            task.add_done_callback(lambda _: self.cancelling.pop(run_id, None))
+        # Shielded: a caller that goes away does not leave the run half undone.
+        return await asyncio.shield(task)
+
+    async def _cancel(self, tenant_id: str, run_id: str, reason: str) -> RunView:
+        try:
+            running = self.active.get(run_id)
+            if running is not None:
+                await self._halt(run_id, running)
+            if not await store.claim(self.engine, tenant_id, run_id, self.owner, self.lease_s):
+                row = await self._row(tenant_id, run_id)
+                if row.final:
+                    raise errors.FailedPrecondition(f"run {run_id} already ended {row.status}")
+                raise errors.FailedPrecondition(
+                    f"run {run_id} is executing in another orchestrator instance; "
+                    "cancel it again once it pauses or ends there"
+                )
+            row = await self._row(tenant_id, run_id)
+            workflow = self.resolve(row.workflow, row.version)
+            began = row.started_at or row.created_at
+            undo = self.spawn(
+                tenant_id, run_id, lambda: self._undo(workflow, tenant_id, run_id, reason, began)
             )
-        _log.info("run cancelled", extra={"run_id": run_id, "reason": reason})
-        await self.commit(view, 0, status="COMPENSATED" if owed else "CANCELLED")
+            return await undo
+        finally:
+            if run_id not in self.active:
+                self.hub.finish(run_id)
+
+    async def _halt(self, run_id: str, task: asyncio.Task[RunView]) -> None:
+        """Stop the task driving ``run_id`` at its next safe point (or, failing that, now)."""
+        current = self.drives.get(run_id)
+        if current is not None:
+            current.halted = True
+        done, _ = await asyncio.wait({task}, timeout=self.stop_grace_s)
+        if not done:
+            # A call that never returns: interrupt it. Its write-ahead event stays without
+            # an outcome, for an operator to reconcile.
+            _log.warning("run reached no safe point; interrupting it", extra={"run_id": run_id})
+            task.cancel()
+            await asyncio.wait({task})
+
+    async def _undo(
+        self, workflow: Workflow, tenant_id: str, run_id: str, reason: str, began: datetime
+    ) -> RunView:
+        view = await cancel.undo(self.graph, workflow, tenant_id, run_id, reason)
+        status = view.status if view.status == "FAILED" else "CANCELLED"
+        if status == "CANCELLED" and view.compensations:
+            status = "COMPENSATED"
+        _log.info("run cancelled", extra={"run_id": run_id, "status": status, "reason": reason})
+        latency_ms = int((datetime.now(UTC) - began).total_seconds() * 1000)
+        await self.commit(view, latency_ms, status=status)
+        return view
 
     async def _row(self, tenant_id: str, run_id: str) -> store.RunRow:
         try:
@@ -279,7 +405,7 @@ class Runs:
 
     async def recover(self, tenant_id: str, run_id: str) -> RunView | None:
         """Take over a run whose lease lapsed and drive it to its end."""
-        if run_id in self.active:
+        if run_id in self.active or run_id in self.cancelling:
             return None
         if not await store.lease(self.engine, tenant_id, run_id, self.owner, self.lease_s):
             return None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
 from services.kit import errors, tenancy
-from services.orchestrator import convert, intent, record, store
+from services.orchestrator import convert, intent, record, store, streaming
 from services.orchestrator.runs import Runs
 from supportmesh.orchestrator.v1 import orchestrator_service_pb2 as pb
 from supportmesh.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
@@ -30,6 +31,13 @@ def _cursor(token: str) -> tuple[str, str] | None:
     if not run_id:
         raise errors.InvalidArgument("page_token is not valid", field="page_token")
     return at, run_id
+
+
+def _check_message(message: str) -> None:
+    if not message.strip():
+        raise errors.InvalidArgument("message must not be empty", field="message")
+    if len(message) > MAX_MESSAGE_CHARS:
+        raise errors.InvalidArgument("message is too long", field="message")
 
 
 def _dict(message: Any, field: str) -> dict[str, Any]:
@@ -60,10 +68,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     ) -> pb.SendChatMessageResponse:
         """Pick the workflow for the message, run it and answer."""
         tenant = tenancy.check_claimed_tenant(request.tenant_id)
-        if not request.message.strip():
-            raise errors.InvalidArgument("message must not be empty", field="message")
-        if len(request.message) > MAX_MESSAGE_CHARS:
-            raise errors.InvalidArgument("message is too long", field="message")
+        _check_message(request.message)
         began = time.perf_counter()
         given = _dict(request, "context")
         workflow = intent.classify(request.message, given)
@@ -146,7 +151,19 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
 
     async def StreamRun(  # noqa: N802 - gRPC method name
         self, request: pb.StreamRunRequest, context: _Context
-    ) -> Any:
-        """Not built yet: the realtime service is its only caller."""
-        raise errors.Unimplemented("StreamRun is not implemented yet")
-        yield message_pb2.StreamEvent()  # pragma: no cover - makes this a generator
+    ) -> AsyncIterator[message_pb2.StreamEvent]:
+        """Answer a message as a stream of events; see :mod:`services.orchestrator.streaming`."""
+        tenant = tenancy.check_claimed_tenant(request.tenant_id)
+        _check_message(request.message)
+        for field in ("session_id", "request_id"):
+            if not getattr(request, field):
+                raise errors.InvalidArgument(f"{field} is required", field=field)
+        given = _dict(request, "context")
+        events = streaming.stream_run(
+            self._runs, tenant, intent.classify(request.message, given),
+            intent.workflow_input(request.message, request.user_id, given),
+            request_id=request.request_id, session_id=request.session_id,
+            user_id=request.user_id,
+        )  # fmt: skip
+        async for event in events:
+            yield event

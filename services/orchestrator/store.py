@@ -176,6 +176,28 @@ async def lease(
         return found.first() is not None
 
 
+async def claim(
+    engine: AsyncEngine, tenant_id: str, run_id: str, owner: str, lease_s: float
+) -> bool:
+    """Lease a run to ``owner`` to undo it (COMPENSATING); False when another owner holds it.
+
+    A paused run is taken as well as one whose orchestrator stopped renewing its lease.
+    """
+    async with db.tenant_transaction(engine, tenant_id) as connection:
+        found = await connection.execute(
+            text(
+                "UPDATE app.agent_runs SET status = 'COMPENSATING', lease_owner = :owner, "
+                "lease_until = now() + make_interval(secs => :lease), updated_at = now() "
+                "WHERE run_id = CAST(:id AS uuid) AND status NOT IN "
+                "('SUCCEEDED', 'FAILED', 'COMPENSATED', 'CANCELLED') "
+                "AND (lease_owner = :owner OR lease_until IS NULL OR lease_until < now()) "
+                "RETURNING 1"
+            ),
+            {"owner": owner, "lease": lease_s, "id": run_id},
+        )
+        return found.first() is not None
+
+
 async def expired(engine: AsyncEngine, limit: int = 50) -> list[tuple[str, str]]:
     """(tenant, run id) of runs whose orchestrator stopped renewing their lease."""
     async with db.global_transaction(engine) as connection:

@@ -1,4 +1,5 @@
-"""Fixtures for the orchestrator tests: a tenant with a chat/runs key, REST through the edge."""
+"""Fixtures for the orchestrator tests: a tenant with a chat/runs key (REST through the edge,
+native gRPC with trusted metadata) and a second orchestrator instance."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import httpx
 import pytest
 
 from services.kit.devstack import Platform
+from services.orchestrator.workflow import WORKFLOWS_DIR
 from tests.integration.edge import provision
+from tests.integration.orchestrator.process import Orchestrator
+from tests.integration.orchestrator.rpc import Rpc, connect
 
 SCOPES = ("chat:write", "runs:read", "runs:write", "knowledge:read", "knowledge:write")
 
@@ -95,3 +99,43 @@ async def admin_db(platform: Platform) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+async def rpc(platform: Platform, client: Client) -> AsyncIterator[Rpc]:
+    """``client``'s tenant on the session orchestrator over native gRPC."""
+    async with connect(f"127.0.0.1:{platform.ports['orchestrator']}", client.tenant) as found:
+        yield found
+
+
+# The second instance's workflows: the shipped ones, with budgets a single model call exceeds.
+TIGHT_BUDGETS = {
+    "order.yaml": ("  tokens: 10000\n", "  tokens: 10\n"),
+    "lead.yaml": ("  cost_usd: 0.10\n", "  cost_usd: 0.000001\n"),
+}
+
+
+@pytest.fixture(scope="module")
+async def second(
+    platform: Platform, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Orchestrator]:
+    """A second orchestrator instance on the same platform, with :data:`TIGHT_BUDGETS`.
+
+    Module-scoped: it must not outlive the tests that use it, or its recovery loop would take
+    over other tests' runs (the chaos test's) under its tight budgets.
+    """
+    directory = tmp_path_factory.mktemp("workflows")
+    for source in WORKFLOWS_DIR.glob("*.yaml"):
+        text = source.read_text()
+        old, new = TIGHT_BUDGETS.get(source.name, ("", ""))
+        if old:
+            assert old in text, source.name
+            text = text.replace(old, new)
+        (directory / source.name).write_text(text)
+    log = platform.state_dir / "logs" / "orchestrator-second.log"
+    started = Orchestrator(platform, log, {"ORCHESTRATOR_WORKFLOWS_DIR": str(directory)})
+    await started.start()
+    try:
+        yield started
+    finally:
+        started.kill()

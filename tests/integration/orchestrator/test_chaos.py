@@ -7,14 +7,9 @@ counted in the third-party sandboxes and the orders table.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -23,57 +18,22 @@ import pytest
 
 from services.kit import context
 from services.kit.devstack import Platform
-from services.kit.stack import free_port, port_open
 from supportmesh.orchestrator.v1 import orchestrator_service_pb2 as pb
 from supportmesh.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from tests.integration.edge import provision
+from tests.integration.orchestrator.process import Orchestrator
 
 RUNS = 60
 KILLS = 12
 FINAL = (pb.RUN_STATUS_SUCCEEDED, pb.RUN_STATUS_COMPENSATED)
 
 
-class Orchestrator:
-    """A dedicated orchestrator process that the test kills and restarts."""
-
-    def __init__(self, platform: Platform, log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        self.env = {
-            **platform.env(),
-            "ORCHESTRATOR_PORT": str(self.port),
-            "ORCHESTRATOR_HOST": "127.0.0.1",
-            "ORCHESTRATOR_LEASE_S": "1.5",
-            "ORCHESTRATOR_RECOVERY_EVERY_S": "0.3",
-            "ORCHESTRATOR_ROUTER_TARGET": f"127.0.0.1:{platform.ports['router']}",
-            "ORCHESTRATOR_KNOWLEDGE_TARGET": f"127.0.0.1:{platform.ports['knowledge']}",
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-        self.kills = 0
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-                [sys.executable, "-m", "services.orchestrator"], env=self.env, stdout=out,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        for _ in range(300):
-            if port_open(self.port):
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("the orchestrator did not start")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-            self.process = None
-            self.kills += 1
-
-
 @pytest.fixture
 def orchestrator(platform: Platform) -> Iterator[Orchestrator]:
-    started = Orchestrator(platform, platform.state_dir / "logs" / "orchestrator-chaos.log")
+    log = platform.state_dir / "logs" / "orchestrator-chaos.log"
+    started = Orchestrator(
+        platform, log, {"ORCHESTRATOR_LEASE_S": "1.5", "ORCHESTRATOR_RECOVERY_EVERY_S": "0.3"}
+    )
     try:
         yield started
     finally:

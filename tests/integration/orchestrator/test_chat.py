@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from tests.integration.orchestrator.conftest import Client
 
-ORDER = {
+ORDER: dict[str, Any] = {
     "intent": "order",
     "email": "ann@example.com",
     "currency": "USD",

@@ -11,7 +11,9 @@ import pytest
 from aiohttp import web
 
 from services.orchestrator.models import Models, TierModel, embedded_reply
+from services.orchestrator.stream import RunHub
 from services.orchestrator.workflow import CallContext, GenerationRequest, Passage
+from supportmesh.spec.v1.message_pb2 import TokenDelta
 
 
 def _chunk(content: str | None, usage: dict[str, int] | None = None) -> bytes:
@@ -90,3 +92,21 @@ async def test_the_embedded_responder_grounds_on_passages_and_restates_instructi
     generation = await Models().generate(CALL, _request())
     assert generation.tokens > 0
     assert generation.cost_usd > 0
+
+
+async def test_a_configured_tier_forwards_its_streamed_chunks_as_token_deltas(
+    provider: tuple[str, list[dict[str, Any]]],
+) -> None:
+    hub = RunHub()
+    hub.open(CALL.run_id)
+    reader = hub.subscribe(CALL.run_id)
+    assert reader is not None
+    models = Models({"SLM_A": TierModel(base_url=provider[0], model="fake")}, hub=hub)
+    try:
+        generation = await models.generate(CALL, _request())
+    finally:
+        await models.aclose()
+    hub.finish(CALL.run_id)
+    pieces = [event.text async for event in reader if isinstance(event, TokenDelta)]
+    assert pieces == ["Returns are ", "free within ", "30 days."]
+    assert "".join(pieces) == generation.text
