@@ -17,7 +17,7 @@ from datetime import timedelta
 from services.edge.app import EdgeSettings, build
 from services.edge.signing import KeyStore
 from services.kit import db
-from services.kit.server import run_service
+from services.kit.server import run_app
 
 
 async def _manage(settings: EdgeSettings, args: argparse.Namespace) -> int:
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     retire.add_argument("kid")
     args = parser.parse_args(argv)
     if args.command is None:
-        run_service(settings, lambda: build(settings))
+        run_app(settings, lambda telemetry: build(settings, telemetry))
         return 0
     return asyncio.run(_manage(settings, args))
 

@@ -1,13 +1,14 @@
-"""Composition root of the edge service: AuthService and Envoy's ext_authz Check."""
+"""Composition root of the edge service: AuthService, ext_authz Check, the WebSocket bridge."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import grpc
+from aiohttp import web
 from envoy.service.auth.v3 import external_auth_pb2 as authz_pb
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from pydantic import Field, field_validator
@@ -25,11 +26,13 @@ from services.edge.limits import Limiter
 from services.edge.servicer import AuthServicer
 from services.edge.signing import KeyStore
 from services.edge.tokens import KeyRing, TokenVerifier
-from services.kit import db
-from services.kit.server import Register
+from services.edge.websocket import ChatBridge
+from services.kit import channels, db, valkey
 from services.kit.settings import ServiceSettings
+from services.kit.telemetry import Telemetry
 from supportmesh.edge.v1 import auth_service_pb2 as pb
 from supportmesh.edge.v1 import auth_service_pb2_grpc as pb_grpc
+from supportmesh.realtime.v1 import realtime_service_pb2_grpc as realtime_grpc
 
 _log = logging.getLogger("supportmesh.edge")
 SERVICE_NAMES = (
@@ -66,6 +69,16 @@ class EdgeSettings(ServiceSettings):
     )
     signing_key_bits: int = Field(2048, ge=2048, description="RSA modulus size of new keys.")
     database_pool_size: int = Field(5, gt=0, description="PostgreSQL connections kept open.")
+    http_port: int = Field(
+        -1, description="WebSocket chat bridge port; 0 picks a free one, -1 serves no bridge."
+    )
+    realtime_target: str = Field("127.0.0.1:50056", description="RealtimeService host:port.")
+    websocket_max_frame_bytes: int = Field(
+        64 * 1024, gt=0, description="Largest WebSocket frame accepted (close 1009 above)."
+    )
+    websocket_session_s: float = Field(
+        3600.0, gt=0, description="Longest a WebSocket chat connection stays open."
+    )
 
     @field_validator("platform_admin_key_sha256")
     @classmethod
@@ -92,7 +105,7 @@ def assemble(settings: EdgeSettings) -> Edge:
     if not settings.infra.database_url or not settings.infra.redis_url:
         raise RuntimeError("the edge needs DATABASE_URL and REDIS_URL")
     engine = db.create_engine(settings.infra.database_url, pool_size=settings.database_pool_size)
-    redis = Redis.from_url(settings.infra.redis_url)
+    redis = valkey.connect(settings.infra.redis_url)
     store = KeyStore(engine, bits=settings.signing_key_bits)
     ring = KeyRing(
         store,
@@ -121,12 +134,22 @@ async def _warm(ring: KeyRing) -> None:
         _log.exception("loading signing keys at start failed; retrying on first use")
 
 
-def build(settings: EdgeSettings) -> tuple[list[str], Register]:
-    """Wire the edge's servicers; returns the service names and a registration callback."""
-    edge = assemble(settings)
-    background: set[asyncio.Task[None]] = set()
+@dataclass
+class EdgeApp:
+    """The edge's gRPC servicers and its WebSocket bridge."""
 
-    def register(server: grpc.aio.Server) -> None:
+    settings: EdgeSettings
+    telemetry: Telemetry
+    service_names: tuple[str, ...] = SERVICE_NAMES
+    http_port: int = 0
+    _edge: Edge | None = None
+    _runner: web.AppRunner | None = None
+    _channel: grpc.aio.Channel | None = None
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        """Add AuthService and the ext_authz Authorization service to ``server``."""
+        edge, settings = self._wired(), self.settings
         pb_grpc.add_AuthServiceServicer_to_server(
             AuthServicer(edge.issuer, edge.ring, edge.authenticator, audience=settings.audience),
             server,
@@ -134,7 +157,43 @@ def build(settings: EdgeSettings) -> tuple[list[str], Register]:
         authz_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(edge.gate), server)
         # Load (or create) the signing keys while the server starts, not on the first call.
         task = asyncio.get_running_loop().create_task(_warm(edge.ring))
-        background.add(task)
-        task.add_done_callback(background.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
-    return list(SERVICE_NAMES), register
+    def _wired(self) -> Edge:
+        if self._edge is None:
+            self._edge = assemble(self.settings)
+        return self._edge
+
+    async def start(self) -> None:
+        """Serve the WebSocket bridge (unless its port is -1)."""
+        s = self.settings
+        if s.http_port < 0:
+            return
+        self._channel = channels.create_channel(
+            s.realtime_target, s, self.telemetry, default_timeout_s=s.websocket_session_s
+        )
+        bridge = ChatBridge(
+            self._wired().gate, realtime_grpc.RealtimeServiceStub(self._channel),
+            self.telemetry.registry, max_frame_bytes=s.websocket_max_frame_bytes,
+            session_s=s.websocket_session_s,
+        )  # fmt: skip
+        self._runner = web.AppRunner(bridge.application(), access_log=None)
+        await self._runner.setup()
+        # A burst of upgrades must queue, not overflow the default backlog of 128.
+        site = web.TCPSite(self._runner, s.host, s.http_port, backlog=4096)
+        await site.start()
+        self.http_port = self._runner.addresses[0][1]
+        _log.info("websocket bridge listening", extra={"port": self.http_port})
+
+    async def stop(self) -> None:
+        """Close WebSocket connections (1001) and the realtime channel."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._channel is not None:
+            await self._channel.close()
+
+
+def build(settings: EdgeSettings, telemetry: Telemetry) -> EdgeApp:
+    """Wire the edge from settings; the bridge starts listening in ``start()``."""
+    return EdgeApp(settings, telemetry)

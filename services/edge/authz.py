@@ -68,6 +68,7 @@ def trusted_headers(principal: Principal) -> tuple[dict[str, str], list[str]]:
         context.SUBJECT_KEY: principal.subject,
         context.SCOPES_KEY: " ".join(principal.scopes),
         context.PLATFORM_ADMIN_KEY: "1" if principal.platform_admin else "",
+        context.MAX_CONNECTIONS_KEY: str(principal.limits.max_connections or ""),
     }
     to_set = {key: value for key, value in values.items() if value}
     return to_set, [key for key in context.TRUSTED_KEYS if key not in to_set]

@@ -33,6 +33,7 @@ class PlanLimits:
 
     requests_per_minute: int = 0
     quota: quota.Limits = field(default_factory=quota.Limits)
+    max_connections: int = 0  # open chat connections; 0: no plan limit
 
     @classmethod
     def from_json(cls, raw: Any) -> PlanLimits:
@@ -44,6 +45,7 @@ class PlanLimits:
                 tokens_per_month=int(limits.get("tokensPerMonth", 0) or 0),
                 cost_per_month_usd=float(limits.get("costPerMonthUsd", 0) or 0),
             ),
+            max_connections=int(limits.get("maxConnections", 0) or 0),
         )
 
 

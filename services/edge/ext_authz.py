@@ -94,7 +94,7 @@ class AuthorizationServicer(authz_grpc.AuthorizationServicer):  # type: ignore[m
         """Decide with ``gate``."""
         self._gate = gate
         # A caller's OK answer is the same every time; building it is a good part of a Check.
-        self._allowances: dict[tuple[str, str, tuple[str, ...], bool], Any] = {}
+        self._allowances: dict[tuple[str, str, tuple[str, ...], bool, int], Any] = {}
 
     async def Check(  # noqa: N802 - gRPC method name
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
@@ -110,6 +110,7 @@ class AuthorizationServicer(authz_grpc.AuthorizationServicer):  # type: ignore[m
             principal.subject,
             principal.scopes,
             principal.platform_admin,
+            principal.limits.max_connections,
         )
         response = self._allowances.get(identity)
         if response is None:

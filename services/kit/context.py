@@ -17,8 +17,10 @@ TENANT_KEY = "x-supportmesh-tenant"
 SUBJECT_KEY = "x-supportmesh-subject"
 SCOPES_KEY = "x-supportmesh-scopes"
 PLATFORM_ADMIN_KEY = "x-supportmesh-platform-admin"
+# The tenant plan's limit on open chat connections, for the realtime service.
+MAX_CONNECTIONS_KEY = "x-supportmesh-max-connections"
 # Every trusted key: the edge removes these from client input and sets its own.
-TRUSTED_KEYS = (TENANT_KEY, SUBJECT_KEY, SCOPES_KEY, PLATFORM_ADMIN_KEY)
+TRUSTED_KEYS = (TENANT_KEY, SUBJECT_KEY, SCOPES_KEY, PLATFORM_ADMIN_KEY, MAX_CONNECTIONS_KEY)
 
 
 @dataclass(frozen=True)

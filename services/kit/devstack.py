@@ -200,6 +200,9 @@ class Platform:
             port = ports[entry.name]
             prefix = entry.name.upper()
             service_env = {**env, f"{prefix}_PORT": str(port), f"{prefix}_HOST": "127.0.0.1"}
+            if entry.http_port is not None:
+                http_port = self._port(gateway.http_upstream(entry.name), entry.http_port)
+                service_env[f"{prefix}_HTTP_PORT"] = str(http_port)
             # Where the other services are, e.g. ROUTER_CONTROL_TARGET=127.0.0.1:50052.
             for other, other_port in ports.items():
                 if other != entry.name:
@@ -223,6 +226,10 @@ class Platform:
         listen = self._port("envoy", DEV_PORTS["envoy"])
         admin = self._port("envoy_admin", DEV_PORTS["envoy_admin"])
         upstreams = {entry.name: self.ports[entry.name] for entry in self.catalog}
+        upstreams.update(
+            {gateway.http_upstream(e.name): self.ports[gateway.http_upstream(e.name)]
+             for e in self.catalog if e.http_port is not None}
+        )  # fmt: skip
         config = gateway.render(self.catalog, upstreams, listen_port=listen, admin_port=admin)
         path = gateway.write(config, self.state_dir / "envoy" / "envoy.yaml")
         self._start(EnvoyServer(path, admin, self.state_dir / "logs" / "envoy.log"))
@@ -252,10 +259,16 @@ class Platform:
         """Base URL of the Envoy edge (REST, gRPC and gRPC-web)."""
         return f"http://127.0.0.1:{self.ports['envoy']}"
 
+    @property
+    def websocket_url(self) -> str:
+        """The WebSocket chat endpoint through the Envoy edge."""
+        return f"ws://127.0.0.1:{self.ports['envoy']}/ws/chat"
+
     def urls(self) -> dict[str, str]:
         """What a developer needs to reach, by name."""
         found = {
             "edge (REST, gRPC, gRPC-web)": self.edge_url,
+            "chat (WebSocket)": self.websocket_url,
             "edge admin": f"http://127.0.0.1:{self.ports['envoy_admin']}",
             "openapi": str(gateway.REPO_ROOT / "gen" / "openapi" / "supportmesh.openapi.json"),
             "postgres": self.database_url,

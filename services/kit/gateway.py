@@ -27,6 +27,9 @@ CATALOG_PATH = REPO_ROOT / "gateway" / "services.yaml"
 DESCRIPTOR_PATH = REPO_ROOT / "gen" / "descriptors" / "supportmesh.binpb"
 # Deadline given at the edge to calls whose client sent none (REST callers never do).
 DEFAULT_DEADLINE = "30S"
+# The same for services whose calls are long-lived streams (a chat session); their routes
+# have no Envoy timeout, and heartbeats keep them inside the stream idle timeout.
+STREAM_DEADLINE = "3600S"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 ERROR_DOMAIN = "supportmesh.io"
 # The catalog entry whose service answers Envoy's ext_authz Check calls.
@@ -57,6 +60,14 @@ class CatalogEntry:
     module: str
     grpc_services: tuple[str, ...]
     dev_port: int
+    streaming: bool = False  # long-lived streams: no route timeout, STREAM_DEADLINE
+    http_port: int | None = None  # dev port of the service's HTTP side (WebSocket bridge)
+    websocket_paths: tuple[str, ...] = ()  # paths Envoy upgrades and hands to the HTTP side
+
+
+def http_upstream(name: str) -> str:
+    """The upstream (cluster and port key) of a service's HTTP side."""
+    return f"{name}-http"
 
 
 def load_catalog(path: Path = CATALOG_PATH) -> list[CatalogEntry]:
@@ -68,32 +79,41 @@ def load_catalog(path: Path = CATALOG_PATH) -> list[CatalogEntry]:
             module=item["module"],
             grpc_services=tuple(item["grpc_services"]),
             dev_port=int(item["dev_port"]),
+            streaming=bool(item.get("streaming", False)),
+            http_port=int(item["http_port"]) if "http_port" in item else None,
+            websocket_paths=tuple(item.get("websocket_paths", ())),
         )
         for item in raw["services"]
     ]
 
 
-def _cluster(name: str, host: str, port: int) -> dict[str, Any]:
+def _cluster(name: str, host: str, port: int, *, http2: bool = True) -> dict[str, Any]:
     try:
         ipaddress.ip_address(host)
         kind = "STATIC"
     except ValueError:
         # A DNS name (a Kubernetes Service): re-resolved as endpoints change.
         kind = "STRICT_DNS"
-    return {
-        "name": name,
-        "type": kind,
-        "connect_timeout": "1s",
-        "lb_policy": "ROUND_ROBIN",
+    protocol = {
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
-        },
+        }
+    }
+    return {
+        "name": name,
+        "type": kind,
+        # A new connection per WebSocket: a burst of upgrades waits longer for accept().
+        "connect_timeout": "1s" if http2 else "5s",
+        "lb_policy": "ROUND_ROBIN",
+        **(protocol if http2 else {}),
+        # gRPC multiplexes calls over few connections; each WebSocket holds one of its own.
         "circuit_breakers": {
-            "thresholds": [{"max_connections": 1024, "max_pending_requests": 1024,
-                            "max_requests": 4096, "max_retries": 3}]
+            "thresholds": [{"max_connections": 1024 if http2 else 100_000,
+                            "max_pending_requests": 1024,
+                            "max_requests": 4096 if http2 else 100_000, "max_retries": 3}]
         },
         "load_assignment": {
             "cluster_name": name,
@@ -103,9 +123,9 @@ def _cluster(name: str, host: str, port: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _deadline_header() -> dict[str, Any]:
+def _deadline_header(value: str = DEFAULT_DEADLINE) -> dict[str, Any]:
     return {
-        "header": {"key": "grpc-timeout", "value": DEFAULT_DEADLINE},
+        "header": {"key": "grpc-timeout", "value": value},
         "append_action": "ADD_IF_ABSENT",
     }
 
@@ -128,8 +148,32 @@ def _not_found(match: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _websocket_routes(entries: Sequence[CatalogEntry]) -> list[dict[str, Any]]:
+    # Upgraded and handed to the service's HTTP side, which authenticates the upgrade request
+    # itself with the same gate as ext_authz (browsers cannot set headers on a WebSocket, so
+    # it also reads a token from the query string) and then bridges frames to gRPC.
+    return [
+        {
+            "match": {"path": path},
+            "route": {"cluster": http_upstream(entry.name), "timeout": "0s",
+                      "upgrade_configs": [{"upgrade_type": "websocket"}]},
+            "typed_per_filter_config": {
+                **_no_authz(),
+                # The transcoder would refuse the upgrade as an unknown method (404).
+                "envoy.filters.http.grpc_json_transcoder": {
+                    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                    "disabled": True,
+                },
+            },
+        }
+        for entry in entries
+        for path in entry.websocket_paths
+    ]  # fmt: skip
+
+
 def _routes(entries: Sequence[CatalogEntry], *, authz: bool) -> list[dict[str, Any]]:
     routes = [_not_found({"path": path}) for path in INTERNAL_METHODS]
+    routes.extend(_websocket_routes(entries))
     clusters = {name: entry.name for entry in entries for name in entry.grpc_services}
     for path in PUBLIC_METHODS:
         cluster = clusters.get(path.split("/")[1])
@@ -148,8 +192,10 @@ def _routes(entries: Sequence[CatalogEntry], *, authz: bool) -> list[dict[str, A
             routes.append(
                 {
                     "match": {"prefix": f"/{grpc_service}/"},
-                    "route": {"cluster": entry.name, "timeout": "30s"},
-                    "request_headers_to_add": [_deadline_header()],
+                    "route": {"cluster": entry.name, "timeout": "0s" if entry.streaming else "30s"},
+                    "request_headers_to_add": [
+                        _deadline_header(STREAM_DEADLINE if entry.streaming else DEFAULT_DEADLINE)
+                    ],
                 }
             )
     # The CORS filter runs before the transcoder and ignores direct-response routes (Envoy
@@ -346,6 +392,9 @@ def render(
             }],
             "clusters": [*(_cluster(entry.name, hosts.get(entry.name, "127.0.0.1"),
                                     upstream_ports[entry.name]) for entry in entries),
+                         *(_cluster(http_upstream(entry.name), hosts.get(entry.name, "127.0.0.1"),
+                                    upstream_ports[http_upstream(entry.name)], http2=False)
+                           for entry in entries if entry.websocket_paths),
                          {"name": UNROUTED, "type": "STATIC", "connect_timeout": "1s",
                           "load_assignment": {"cluster_name": UNROUTED, "endpoints": []}}],
         },
@@ -357,15 +406,18 @@ def render_production(
     *,
     namespace: str = "supportmesh",
     service_port: int = 50051,
+    http_port: int = 8081,
     listen_port: int = 8080,
     admin_port: int = 9901,
     descriptor: Path = Path("/etc/envoy/descriptors/supportmesh.binpb"),
     cors_origins: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The edge config for Kubernetes (k8s/edge.yaml's ConfigMap): Services by DNS name."""
+    ports = {entry.name: service_port for entry in entries}
+    ports.update({http_upstream(entry.name): http_port for entry in entries if entry.http_port})
     return render(
         entries,
-        {entry.name: service_port for entry in entries},
+        ports,
         listen_port=listen_port,
         admin_port=admin_port,
         descriptor=descriptor,

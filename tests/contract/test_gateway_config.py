@@ -31,10 +31,20 @@ def clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_dev_config_is_valid(tmp_path: Path) -> None:
     entries = gateway.load_catalog()
     ports = {entry.name: entry.dev_port for entry in entries}
+    ports.update({gateway.http_upstream(e.name): e.http_port for e in entries if e.http_port})
     config = gateway.render(entries, ports, listen_port=8080, admin_port=9901)
     result = validate(config, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert {c["type"] for c in clusters(config).values() if c["name"] in ports} == {"STATIC"}
+    # WebSocket paths reach the service's HTTP side over HTTP/1.1, upgraded, past the transcoder.
+    routes = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]["route_config"]["virtual_hosts"][0]["routes"]  # fmt: skip
+    websocket = next(r for r in routes if r["match"] == {"path": "/ws/chat"})
+    assert websocket["route"]["cluster"] == "edge-http"
+    assert websocket["route"]["upgrade_configs"] == [{"upgrade_type": "websocket"}]
+    assert "typed_extension_protocol_options" not in clusters(config)["edge-http"]
+    assert websocket["typed_per_filter_config"]["envoy.filters.http.grpc_json_transcoder"][
+        "disabled"]  # fmt: skip
 
 
 def test_production_config_is_valid_and_uses_service_dns(tmp_path: Path) -> None:

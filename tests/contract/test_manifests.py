@@ -1,14 +1,19 @@
 """The production manifests (k8s/, istio/) against the service catalog (gateway/services.yaml).
 
 Every catalog service must be deployable the way the platform runs it: one image, native gRPC
-probes, a locked-down container, a Service on its gRPC port, an autoscaler, mesh mTLS, outlier
-detection, safe retries and an identity-based allow list. Adding a service to the catalog
-without its manifests fails here.
+probes, a locked-down container, a Service on the port the Envoy edge addresses, its
+dependencies at their Service names, an autoscaler, mesh mTLS, outlier detection, safe retries
+(none on long-lived streams) and an identity-based allow list. A service's HTTP side (the
+edge's WebSocket bridge) is exposed where the edge sends it and admits the edge alone. Adding
+a service to the catalog without its manifests fails here.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,13 @@ from typing import Any
 import pytest
 import yaml
 
-from services.kit.gateway import REPO_ROOT, CatalogEntry, load_catalog
+from services.kit.gateway import (
+    REPO_ROOT,
+    CatalogEntry,
+    http_upstream,
+    load_catalog,
+    render_production,
+)
 from services.kit.settings import ServiceSettings
 
 Doc = dict[str, Any]
@@ -32,8 +43,14 @@ POD_WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job"})
 # Retry only what cannot have reached a handler, or what the server declared retryable.
 # Never deadline-exceeded, resource-exhausted, cancelled, 5xx or retriable-status-codes.
 ALLOWED_RETRY_ON = frozenset({"unavailable", "reset", "connect-failure", "refused-stream"})
+# Long-lived routes (streams, WebSockets) may have no timeout ("0s") or one of at least this.
+LONG_LIVED_S = 3600.0
 CATALOG = load_catalog()
 CATALOG_IDS = [entry.name for entry in CATALOG]
+UNARY = [entry for entry in CATALOG if not entry.streaming]
+# Entries with a long-lived route: streaming gRPC services and services with an HTTP side.
+LONG_LIVED = [entry for entry in CATALOG if entry.streaming or entry.http_port is not None]
+WITH_HTTP = [entry for entry in CATALOG if entry.http_port is not None]
 
 
 @functools.cache
@@ -129,6 +146,122 @@ def _principal(workload: Doc) -> str:
     return f"cluster.local/ns/{NAMESPACE}/sa/{_pod_spec(workload)['serviceAccountName']}"
 
 
+def _entry(name: str) -> CatalogEntry:
+    matches = [entry for entry in CATALOG if entry.name == name]
+    assert len(matches) == 1, f"no catalog service {name!r}"
+    return matches[0]
+
+
+def _prefix(entry: CatalogEntry) -> str:
+    return f"{entry.name.upper()}_"
+
+
+@functools.cache
+def _settings(entry: CatalogEntry) -> type[ServiceSettings]:
+    """The service's settings class: the ServiceSettings subclass of its ``app`` module."""
+    module = importlib.import_module(f"{entry.module}.app")
+    classes = [
+        value
+        for value in vars(module).values()
+        if inspect.isclass(value)
+        and issubclass(value, ServiceSettings)
+        and value.model_config.get("env_prefix") == _prefix(entry)
+    ]
+    assert len(classes) == 1, f"{entry.module}.app: no settings class with prefix {_prefix(entry)}"
+    return classes[0]
+
+
+def _setting(entry: CatalogEntry, field: str) -> Any:
+    """A setting as the Deployment configures it: its env value, else the class default."""
+    override = _env(_main_container(entry)).get(f"{_prefix(entry)}{field.upper()}")
+    return override["value"] if override else _settings(entry).model_fields[field].default
+
+
+@functools.cache
+def _reads_database(entry: CatalogEntry) -> bool:
+    """Whether the service's code connects to PostgreSQL (reads ``infra.database_url``)."""
+    package = REPO_ROOT.joinpath(*entry.module.split("."))
+    return any("infra.database_url" in path.read_text() for path in package.rglob("*.py"))
+
+
+def _container_port(container: Doc, port: int | str) -> Doc:
+    """The container port a Service's ``targetPort`` (a number or a name) designates."""
+    matches: list[Doc] = [
+        p for p in container.get("ports") or [] if port in (p["containerPort"], p.get("name"))
+    ]
+    assert len(matches) == 1, f"{container['name']}: no container port {port!r}"
+    return matches[0]
+
+
+@functools.cache
+def _production_upstreams() -> dict[str, tuple[str, int]]:
+    """Envoy's production upstream clusters: name → (host, port)."""
+    config = render_production(CATALOG, namespace=NAMESPACE)
+    upstreams: dict[str, tuple[str, int]] = {}
+    for cluster in config["static_resources"]["clusters"]:
+        endpoints = cluster["load_assignment"]["endpoints"]
+        if endpoints:
+            address = endpoints[0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            upstreams[cluster["name"]] = (address["address"], address["port_value"])
+    return upstreams
+
+
+def _http_side(entry: CatalogEntry) -> tuple[Doc, Doc]:
+    """The Service port the edge sends the service's HTTP side to, and its container port."""
+    host, port = _production_upstreams()[http_upstream(entry.name)]
+    assert host == _fqdn(entry.name), f"the edge sends {entry.name}'s HTTP side to {host}"
+    matches = [p for p in _named("Service", entry.name)["spec"]["ports"] if p["port"] == port]
+    assert len(matches) == 1, f"Service {entry.name} has no port {port} for its HTTP side"
+    service_port = matches[0]
+    target = service_port.get("targetPort", port)
+    return service_port, _container_port(_main_container(entry), target)
+
+
+def _seconds(duration: str) -> float:
+    """An Istio duration (``30s``, ``1h``, ``1m30s``, ``500ms``) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    part = r"(\d+(?:\.\d+)?)(ms|h|m|s)"
+    assert re.fullmatch(f"(?:{part})+", duration), f"not a duration: {duration!r}"
+    return sum(float(number) * units[unit] for number, unit in re.findall(part, duration))
+
+
+def _virtual_service(entry: CatalogEntry) -> Doc:
+    services = [
+        vs for vs in _of_kind("VirtualService") if _hosts(entry.name) & set(vs["spec"]["hosts"])
+    ]
+    assert len(services) == 1, f"expected one VirtualService for {entry.name}"
+    return services[0]
+
+
+def _route_for_port(entry: CatalogEntry, port: int) -> Doc:
+    """The VirtualService route Istio takes for Service port ``port``: the first that matches."""
+    routes: list[Doc] = [
+        route
+        for route in _virtual_service(entry)["spec"]["http"]
+        if not route.get("match")
+        or any(match.get("port", port) == port for match in route["match"])
+    ]
+    assert routes, f"{entry.name}: no route takes port {port}"
+    return routes[0]
+
+
+def _destination_rule(name: str) -> Doc:
+    rules = [dr for dr in _of_kind("DestinationRule") if dr["spec"]["host"] in _hosts(name)]
+    assert len(rules) == 1, f"expected one DestinationRule for {name}"
+    return rules[0]
+
+
+def _pool(rule: Doc, port: int) -> Doc:
+    """The connection pool a DestinationRule gives ``port`` (a port-level one replaces it)."""
+    policy = rule["spec"]["trafficPolicy"]
+    for settings in policy.get("portLevelSettings") or []:
+        if settings["port"]["number"] == port and "connectionPool" in settings:
+            pool: Doc = settings["connectionPool"]
+            return pool
+    pool = policy["connectionPool"]
+    return pool
+
+
 def test_manifests_are_present() -> None:
     for directory in MANIFEST_DIRS:
         assert any(path.is_relative_to(directory.relative_to(REPO_ROOT)) for path, _ in _sources())
@@ -162,7 +295,41 @@ def test_deployment_runs_the_catalog_module(entry: CatalogEntry) -> None:
     assert env[f"{prefix}_HOST"]["value"] == "0.0.0.0"
     assert env[f"{prefix}_METRICS_PORT"]["value"] == str(METRICS_PORT)
     assert {"configMapRef": {"name": CONFIGMAP}} in (container.get("envFrom") or [])
-    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": DB_SECRET, "key": "url"}
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_every_service_variable_names_a_setting(entry: CatalogEntry) -> None:
+    # Settings ignore unknown variables, so a misspelt one would silently fall back to its
+    # default (a dev address, a disabled port).
+    fields = set(_settings(entry).model_fields)
+    for name in _env(_main_container(entry)):
+        if name.startswith(_prefix(entry)):
+            assert name.removeprefix(_prefix(entry)).lower() in fields, f"no setting for {name}"
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_database_credential_only_where_it_is_used(entry: CatalogEntry) -> None:
+    container = _main_container(entry)
+    database = _env(container).get("DATABASE_URL")
+    if _reads_database(entry):
+        assert database, f"{entry.name} connects to PostgreSQL without DATABASE_URL"
+        assert database["valueFrom"]["secretKeyRef"] == {"name": DB_SECRET, "key": "url"}
+    else:  # least privilege: no credential a service does not use
+        assert database is None, f"{entry.name} never uses DATABASE_URL"
+        for source in container.get("envFrom") or []:
+            assert (source.get("secretRef") or {}).get("name") != DB_SECRET
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_dependencies_are_addressed_by_service_name(entry: CatalogEntry) -> None:
+    # Every `<service>_target` setting defaults to a dev address; in the cluster it must name
+    # that service's Service and the gRPC port the Service exposes.
+    targets = [field for field in _settings(entry).model_fields if field.endswith("_target")]
+    for field in targets:
+        dependency = _entry(field.removesuffix("_target"))
+        variable = _env(_main_container(entry)).get(f"{_prefix(entry)}{field.upper()}")
+        assert variable, f"{entry.name}: {_prefix(entry)}{field.upper()} is not set"
+        assert variable["value"] == f"{_fqdn(dependency.name)}:{_grpc_port(dependency)}"
 
 
 @pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
@@ -191,9 +358,7 @@ def test_deployment_is_locked_down(entry: CatalogEntry) -> None:
 def test_deployment_drains_before_it_is_killed(entry: CatalogEntry) -> None:
     container = _main_container(entry)
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    override = _env(container).get(f"{entry.name.upper()}_SHUTDOWN_GRACE_S")
-    default = ServiceSettings.model_fields["shutdown_grace_s"].default
-    drain = float(override["value"] if override else default)
+    drain = float(_setting(entry, "shutdown_grace_s"))
     grace = _pod_spec(_deployment(entry))["terminationGracePeriodSeconds"]
     assert pre_stop > 0
     assert grace > pre_stop + drain
@@ -207,6 +372,19 @@ def test_service_exposes_the_grpc_port(entry: CatalogEntry) -> None:
     assert grpc.get("appProtocol") == "grpc"
     assert grpc.get("targetPort") in ("grpc", _grpc_port(entry))
     assert ports["http-metrics"]["port"] == METRICS_PORT
+    # The Envoy edge's production upstream for the service is this Service and port.
+    assert _production_upstreams()[entry.name] == (_fqdn(entry.name), grpc["port"])
+
+
+@pytest.mark.parametrize("entry", WITH_HTTP, ids=[entry.name for entry in WITH_HTTP])
+def test_http_side_is_exposed_where_the_edge_sends_it(entry: CatalogEntry) -> None:
+    service_port, container_port = _http_side(entry)
+    # Istio must see HTTP/1.1 (it passes WebSocket upgrades through), not opaque TCP or gRPC.
+    assert service_port["name"].startswith("http-"), service_port["name"]
+    assert service_port.get("appProtocol") == "http"
+    assert container_port["name"].startswith("http-"), container_port["name"]
+    assert container_port["containerPort"] != _grpc_port(entry)
+    assert int(_setting(entry, "http_port")) == container_port["containerPort"]
 
 
 @pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
@@ -240,9 +418,7 @@ def test_disruption_budget_keeps_a_pod(entry: CatalogEntry) -> None:
 
 @pytest.mark.parametrize("name", [*CATALOG_IDS, EDGE])
 def test_destination_rule_enforces_mtls_and_ejects_failing_pods(name: str) -> None:
-    rules = [dr for dr in _of_kind("DestinationRule") if dr["spec"]["host"] in _hosts(name)]
-    assert len(rules) == 1, f"expected one DestinationRule for {name}"
-    policy = rules[0]["spec"]["trafficPolicy"]
+    policy = _destination_rule(name)["spec"]["trafficPolicy"]
     assert policy["tls"]["mode"] == "ISTIO_MUTUAL"
     assert {"http2MaxRequests", "maxRequestsPerConnection"} <= set(policy["connectionPool"]["http"])
     outlier = policy["outlierDetection"]
@@ -251,22 +427,63 @@ def test_destination_rule_enforces_mtls_and_ejects_failing_pods(name: str) -> No
 
 
 @pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
-def test_virtual_service_retries_only_retryable_conditions(entry: CatalogEntry) -> None:
-    services = [
-        vs for vs in _of_kind("VirtualService") if _hosts(entry.name) & set(vs["spec"]["hosts"])
-    ]
-    assert len(services) == 1, f"expected one VirtualService for {entry.name}"
-    routes = services[0]["spec"]["http"]
+def test_connection_pool_admits_what_a_pod_serves(entry: CatalogEntry) -> None:
+    # A client's proxy must not refuse calls (or streams) that a single pod would still take;
+    # the pods' own limit answers RESOURCE_EXHAUSTED, which clients understand.
+    pool = _pool(_destination_rule(entry.name), _grpc_port(entry))
+    served = int(_setting(entry, "max_concurrent_rpcs"))
+    assert pool["http"]["http2MaxRequests"] >= served
+
+
+@pytest.mark.parametrize("entry", WITH_HTTP, ids=[entry.name for entry in WITH_HTTP])
+def test_connection_pool_admits_the_websockets(entry: CatalogEntry) -> None:
+    # Each WebSocket holds an HTTP/1.1 connection of its own and becomes one stream of a
+    # streaming service: the bridge port's pool must hold as many as one such pod serves.
+    streams = max(int(_setting(e, "max_concurrent_rpcs")) for e in CATALOG if e.streaming)
+    pool = _pool(_destination_rule(entry.name), _http_side(entry)[0]["port"])
+    assert pool["tcp"]["maxConnections"] >= streams
+    assert pool["http"]["http2MaxRequests"] >= streams
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_virtual_service_routes_keep_to_their_port(entry: CatalogEntry) -> None:
+    routes = _virtual_service(entry)["spec"]["http"]
     assert routes
     for route in routes:
-        assert route.get("timeout"), "a route without a timeout waits forever"
-        # Without an explicit policy Istio's default retries "cancelled" as well.
-        retries = route["retries"]
-        conditions = {c.strip() for c in str(retries.get("retryOn", "")).split(",") if c.strip()}
-        assert conditions, "retryOn must be explicit"
-        assert conditions <= ALLOWED_RETRY_ON, f"not retryable: {conditions - ALLOWED_RETRY_ON}"
-        assert retries["attempts"] >= 1
-        assert retries.get("perTryTimeout")
+        # A route without a port match takes every port of the host (the edge's WebSockets
+        # to its gRPC port); one that matches a port must send it to that same port.
+        matched = {match.get("port") for match in route.get("match") or [{}]}
+        for destination in route["route"]:
+            port = destination["destination"].get("port", {}).get("number")
+            assert matched == {port}, f"{route.get('name')}: traffic for {matched} goes to {port}"
+
+
+@pytest.mark.parametrize("entry", UNARY, ids=[entry.name for entry in UNARY])
+def test_virtual_service_retries_only_retryable_conditions(entry: CatalogEntry) -> None:
+    route = _route_for_port(entry, _grpc_port(entry))
+    assert route.get("timeout"), "a route without a timeout waits forever"
+    assert _seconds(route["timeout"]) > 0, "0s disables the timeout"
+    # Without an explicit policy Istio's default retries "cancelled" as well.
+    retries = route["retries"]
+    conditions = {c.strip() for c in str(retries.get("retryOn", "")).split(",") if c.strip()}
+    assert conditions, "retryOn must be explicit"
+    assert conditions <= ALLOWED_RETRY_ON, f"not retryable: {conditions - ALLOWED_RETRY_ON}"
+    assert retries["attempts"] >= 1
+    assert retries.get("perTryTimeout")
+
+
+@pytest.mark.parametrize("entry", LONG_LIVED, ids=[entry.name for entry in LONG_LIVED])
+def test_long_lived_routes_are_neither_timed_out_nor_retried(entry: CatalogEntry) -> None:
+    ports = [_grpc_port(entry)] if entry.streaming else []
+    if entry.http_port is not None:
+        ports.append(_http_side(entry)[0]["port"])
+    for port in ports:
+        route = _route_for_port(entry, port)
+        # "0s" disables the timeout; anything shorter than an hour would cut chats.
+        timeout = _seconds(route.get("timeout", "0s"))
+        assert timeout == 0 or timeout >= LONG_LIVED_S, f"port {port}: timeout {timeout}s"
+        # Left out, Istio's default policy retries; a perTryTimeout would cut every stream.
+        assert route.get("retries") == {"attempts": 0}, f"port {port}: {route.get('retries')}"
 
 
 @pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
@@ -297,6 +514,29 @@ def test_only_the_edge_and_services_may_call_a_service(entry: CatalogEntry) -> N
                 assert set(source) == {"principals"}, f"gRPC callers by identity only: {source}"
                 allowed |= set(source["principals"])
     assert allowed == expected
+
+
+@pytest.mark.parametrize("entry", WITH_HTTP, ids=[entry.name for entry in WITH_HTTP])
+def test_only_the_edge_may_reach_a_services_http_side(entry: CatalogEntry) -> None:
+    port = str(_http_side(entry)[1]["containerPort"])
+    labels = _pod_labels(_deployment(entry))
+    allowed: set[str] = set()
+    for policy in _of_kind("AuthorizationPolicy"):
+        if not _selects(policy["spec"].get("selector") or {}, labels):
+            continue
+        assert policy["spec"].get("action", "ALLOW") == "ALLOW"
+        for rule in policy["spec"].get("rules") or []:
+            ports = {
+                port for to in rule.get("to") or [] for port in to["operation"].get("ports") or []
+            }
+            if ports and port not in ports:
+                continue
+            sources = [peer["source"] for peer in rule.get("from") or []]
+            assert sources, "a rule without `from` admits every caller"
+            for source in sources:
+                assert set(source) == {"principals"}, f"callers by identity only: {source}"
+                allowed |= set(source["principals"])
+    assert allowed == {_principal(_named("Deployment", EDGE))}
 
 
 def test_peer_authentication_is_strict() -> None:
@@ -415,3 +655,17 @@ def test_network_policies_admit_only_the_mesh_callers(entry: CatalogEntry) -> No
     assert not _ingress_allowed(target, intruder, NAMESPACE, port), "default deny"
     assert not _ingress_allowed(target, edge, "elsewhere", port), "other namespaces"
     assert not _ingress_allowed(target, edge, NAMESPACE, (port[0] + 1, "")), "other ports"
+
+
+@pytest.mark.parametrize("entry", WITH_HTTP, ids=[entry.name for entry in WITH_HTTP])
+def test_network_policies_admit_only_the_edge_to_the_http_side(entry: CatalogEntry) -> None:
+    target = _pod_labels(_deployment(entry))
+    container_port = _http_side(entry)[1]
+    port = (container_port["containerPort"], container_port["name"])
+    edge = _pod_labels(_named("Deployment", EDGE))
+    assert _ingress_allowed(target, edge, NAMESPACE, port), "edge → HTTP side"
+    assert not _ingress_allowed(target, edge, "elsewhere", port), "other namespaces"
+    for other in CATALOG:  # the bridge is an entry point, not a mesh API
+        assert not _ingress_allowed(target, _pod_labels(_deployment(other)), NAMESPACE, port)
+    intruder = {"app.kubernetes.io/name": "intruder"}
+    assert not _ingress_allowed(target, intruder, NAMESPACE, port), "default deny"

@@ -72,7 +72,7 @@ def test_allowance_sets_identity_and_removes_what_it_does_not_set() -> None:
         context.SUBJECT_KEY: "tenants/acme/apiKeys/k",
         context.SCOPES_KEY: "chat:write router:decide",
     }
-    assert list(ok.headers_to_remove) == [context.PLATFORM_ADMIN_KEY]
+    assert list(ok.headers_to_remove) == [context.PLATFORM_ADMIN_KEY, context.MAX_CONNECTIONS_KEY]
 
 
 def test_allowance_for_the_operator_removes_the_tenant_header() -> None:
@@ -87,4 +87,4 @@ def test_allowance_for_the_operator_removes_the_tenant_header() -> None:
     )
     ok = allowance(operator).ok_response
     assert headers_of(ok.headers)[context.PLATFORM_ADMIN_KEY] == "1"
-    assert list(ok.headers_to_remove) == [context.TENANT_KEY]
+    assert list(ok.headers_to_remove) == [context.TENANT_KEY, context.MAX_CONNECTIONS_KEY]

@@ -20,6 +20,7 @@ def manager(config: dict[str, Any]) -> dict[str, Any]:
 def config() -> dict[str, Any]:
     catalog = gateway.load_catalog()
     ports = {entry.name: 50000 + i for i, entry in enumerate(catalog)}
+    ports.update({gateway.http_upstream(e.name): 51000 + i for i, e in enumerate(catalog)})
     return gateway.render(catalog, ports, listen_port=8080, admin_port=9901)
 
 
@@ -51,7 +52,10 @@ def test_public_and_unrouted_paths_skip_ext_authz(config: dict[str, Any]) -> Non
         .get("envoy.filters.http.ext_authz", {})
         .get("disabled")
     }
-    assert exempt == {*gateway.PUBLIC_METHODS, *gateway.INTERNAL_METHODS, "/"}
+    # WebSocket upgrades skip ext_authz: the bridge admits them with the same gate.
+    websocket = {path for entry in gateway.load_catalog() for path in entry.websocket_paths}
+    assert websocket == {"/ws/chat"}
+    assert exempt == {*gateway.PUBLIC_METHODS, *gateway.INTERNAL_METHODS, *websocket, "/"}
     for route in routes:
         if route["match"].get("path") in gateway.INTERNAL_METHODS:
             assert route["direct_response"]["status"] == 404

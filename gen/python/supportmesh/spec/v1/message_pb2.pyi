@@ -177,7 +177,7 @@ class TokenDelta(_message.Message):
     text: _builtins.str
     """Text to append to what was received so far."""
     coalesced: _builtins.bool
-    """Whether several produced pieces were merged into this one under backpressure."""
+    """Whether several produced pieces were merged into this one under backpressure; its sequence is the last merged one's."""
     def __init__(
         self,
         *,
@@ -298,7 +298,10 @@ class StreamEvent(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
-    """Position in the session's event sequence, starting at 1, gap-free per session."""
+    """Position in the session's event sequence, starting at 1 and increasing; a jump means token deltas were
+    dropped under backpressure (the final message is always complete). Heartbeats carry 0: they are not part
+    of the sequence and never replayed.
+    """
     session_id: _builtins.str
     """The conversation this event belongs to."""
     @_builtins.property

@@ -1,0 +1,1 @@
+"""Realtime service: live chat sessions streamed over gRPC, WebSocket (via the edge) and SSE."""
