@@ -101,7 +101,8 @@ class Answers:
         try:
             if not await self._sessions.acquire(tenant_id, session_id):
                 return  # another live instance answers; connections tail the log
-            renewing = asyncio.create_task(self._renew(key))
+            stop = asyncio.Event()
+            renewing = asyncio.create_task(self._renew(key, stop))
             try:
                 while True:
                     self._kicked.discard(key)
@@ -112,17 +113,21 @@ class Answers:
                         continue
                     await self._answer(key, item)
             finally:
-                renewing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewing
+                # A flag, not cancel(): a Valkey client may turn a cancellation into an
+                # error, which the loop would survive and this await never end.
+                stop.set()
+                await renewing
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - Valkey trouble: the lease lapses, a resume retries
             _log.warning("answering failed", exc_info=True, extra={"session_id": session_id})
 
-    async def _renew(self, key: SessionKey) -> None:
-        while True:
-            await asyncio.sleep(self._sessions.lease_ms / 3000)
+    async def _renew(self, key: SessionKey, stop: asyncio.Event) -> None:
+        every_s = self._sessions.lease_ms / 3000
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+                return
             try:
                 await self._sessions.renew(*key)
             except Exception:  # noqa: BLE001 - a missed renewal only risks a takeover

@@ -60,6 +60,12 @@ class Realtime:
     limits: Limits
 
 
+def cancelling() -> bool:
+    """Whether the current task was asked to stop (a library may have masked the request)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def heartbeat() -> message_pb2.StreamEvent:
     """A heartbeat event (sequence 0: not part of the session's sequence)."""
     now = timestamp_pb2.Timestamp()
@@ -133,6 +139,8 @@ class Connection:
                 try:
                     await self._follow(queue)
                 except RedisError:
+                    if cancelling():
+                        raise asyncio.CancelledError from None
                     _log.warning("session feed: Valkey failed; retrying", exc_info=True)
                     await asyncio.sleep(self.rt.limits.poll_s)
         finally:
