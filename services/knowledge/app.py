@@ -18,10 +18,12 @@ from services.kit import db, events
 from services.kit.settings import ServiceSettings
 from services.knowledge import tasks
 from services.knowledge.edge_index import EdgeIndex
-from services.knowledge.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder, QueryCache
+from services.knowledge.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder
 from services.knowledge.index import VectorIndex
 from services.knowledge.ingest import Ingestion, Limits
+from services.knowledge.lexical import Lexical
 from services.knowledge.qdrant_index import QdrantIndex
+from services.knowledge.query_vectors import QueryVectors
 from services.knowledge.search import Searcher
 from services.knowledge.servicer import KnowledgeServicer
 from services.knowledge.store import Documents
@@ -50,15 +52,21 @@ class KnowledgeSettings(ServiceSettings):
         None, description="Run the ingestion consumer in the service; unset: when local index."
     )
     max_document_bytes: int = Field(3 * 1024 * 1024, description="Largest document accepted.")
-    chunk_tokens: int = Field(100, description="Largest chunk, in word/punctuation tokens.")
-    chunk_overlap: int = Field(20, description="Tokens consecutive chunks share.")
+    chunk_tokens: int = Field(150, description="Largest chunk, in word/punctuation tokens.")
+    chunk_overlap: int = Field(30, description="Tokens consecutive chunks share.")
     embeddings_base_url: str = Field(
         "", description="OpenAI-compatible embeddings endpoint; empty: the local MiniLM model."
     )
     embeddings_model: str = Field("text-embedding-3-small", description="Endpoint's model.")
     embeddings_dimension: int = Field(1536, description="Endpoint's vector length.")
     embeddings_api_key: str = Field("", description="Endpoint's API key.")
-    embed_threads: int = Field(0, description="Torch threads for the local model; 0: default.")
+    embed_threads: int = Field(1, description="Torch threads per local model call.")
+    embed_bulk_threads: int = Field(
+        2, description="Threads encoding document chunks in parallel (queries have their own)."
+    )
+    ingest_concurrency: int = Field(
+        2, description="Documents one worker indexes at once (pulls from the same queue)."
+    )
     settings_ttl_s: float = Field(5.0, description="How long tenant search settings are cached.")
     sweep: bool = Field(
         True,
@@ -83,7 +91,7 @@ def make_embedder(settings: KnowledgeSettings) -> Embedder:
             settings.embeddings_dimension,
             settings.embeddings_api_key,
         )
-    return LocalEmbedder(threads=settings.embed_threads)
+    return LocalEmbedder(threads=settings.embed_threads, bulk_threads=settings.embed_bulk_threads)
 
 
 def make_index(settings: KnowledgeSettings) -> VectorIndex:
@@ -125,7 +133,7 @@ class KnowledgeApp:
     queue: tasks.TaskQueue
     bus: Bus
     service_names: tuple[str, ...] = SERVICE_NAMES
-    consumer: events.Consumer | None = None
+    consumers: list[events.Consumer] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -166,8 +174,12 @@ class KnowledgeApp:
             except Exception:  # noqa: BLE001 - the periodic sweep tries again
                 _log.warning("startup sweep failed", exc_info=True)
             self._tasks.append(asyncio.create_task(sweeper.run(self.settings.sweep_every_s)))
-        self.consumer = events.Consumer(self.bus.js, tasks.SPEC, self.processor.handle, batch=1)
-        await self.consumer.start()
+        # Several pullers on the one durable consumer: while one document waits on PostgreSQL
+        # or the index, another's chunks are being encoded.
+        for _ in range(max(1, self.settings.ingest_concurrency)):
+            consumer = events.Consumer(self.bus.js, tasks.SPEC, self.processor.handle, batch=1)
+            await consumer.start()
+            self.consumers.append(consumer)
         print("READY knowledge-worker", flush=True)
 
     async def stop(self) -> None:
@@ -175,13 +187,15 @@ class KnowledgeApp:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.consumer is not None:
-            await self.consumer.stop()
+        for consumer in self.consumers:
+            await consumer.stop()
         if self.bus.nats is not None:
             await self.bus.nats.close()
         await self.index.close()
         if isinstance(self.embedder, OpenAIEmbedder):
             await self.embedder.aclose()
+        if isinstance(self.embedder, LocalEmbedder):
+            self.embedder.close()
         await self.engine.dispose()
 
 
@@ -201,10 +215,11 @@ def build(settings: KnowledgeSettings) -> KnowledgeApp:
             await asyncio.sleep(settings.test_pause_s)
 
     chunking = ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap)
-    processor = Processor(documents, index, embedder, bus.publish, chunking, checkpoint)
+    lexical = Lexical()
+    processor = Processor(documents, index, embedder, bus.publish, chunking, checkpoint, lexical)
     tenant_settings = TenantSettings(engine, settings.settings_ttl_s)
     ingestion = Ingestion(documents, queue, Limits(settings.max_document_bytes))
-    searcher = Searcher(index, QueryCache(embedder), tenant_settings)
+    searcher = Searcher(index, QueryVectors(embedder.embed_queries), tenant_settings, lexical)
     servicer = KnowledgeServicer(documents, ingestion, searcher, tenant_settings, index)
     return KnowledgeApp(
         settings, engine, documents, index, embedder, processor, servicer, queue, bus

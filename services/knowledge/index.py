@@ -6,9 +6,16 @@ stores a tenant's points together and every query filters on it. The tenant of a
 always the verified caller's (the search layer passes it from services.kit.tenancy); no
 method here searches without one.
 
-The collection is named after the embedding model and dimension, and records both (with a
-generation id) as its metadata: a different model opens a different, empty collection and
-the documents are queued again, so vectors of two models are never compared.
+The collection is named after the embedding model and dimension (and the layout of its
+vectors), and records both (with a generation id) as its metadata: a different model opens a
+different, empty collection and the documents are queued again, so vectors of two models are
+never compared.
+
+Passages are found by hybrid search: every chunk point has a dense vector (``dense``) and a
+BM25 term vector (``terms``, IDF applied by the index); a query with terms asks for both
+rankings in one call and :func:`fuse` merges them by reciprocal rank (RRF). The score a hit
+carries is always the cosine similarity of its dense vector to the query, so thresholds keep
+their meaning.
 """
 
 from __future__ import annotations
@@ -18,12 +25,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import numpy as np
+
+from services.knowledge.lexical import Terms
+
 TENANT = "tenant_id"
 DOCUMENT = "document_id"
 REVISION = "revision"
 KIND = "kind"
 LABELS = "labels"
 PointKind = Literal["chunk", "faq"]
+DENSE = "dense"
+TERMS = "terms"
+LAYOUT = "hybrid"  # the vectors every point has: a change of layout is a new collection
+FUSION_K = 20  # RRF's k: how fast a ranking's weight falls with rank
+MIN_SHARED_TERMS = 2  # query terms a passage must share for the BM25 ranking to count it
+CANDIDATES = 40  # how many hits each ranking contributes to the fusion, at least
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,7 @@ class Point:
     id: str
     vector: Sequence[float]
     payload: Mapping[str, Any]
+    terms: Terms | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,12 @@ class Query:
     limit: int
     labels: Mapping[str, str] = field(default_factory=dict)
     min_score: float | None = None
+    terms: Terms | None = None
+
+    @property
+    def candidates(self) -> int:
+        """Hits each ranking of a hybrid query brings to the fusion."""
+        return max(CANDIDATES, 4 * self.limit)
 
 
 @dataclass(frozen=True)
@@ -108,9 +132,50 @@ class VectorIndex(Protocol):
 
 
 def collection_name(model: str, dimension: int) -> str:
-    """``knowledge_<model slug>_<dimension>``: one collection per embedding model."""
+    """``knowledge_<model slug>_<dimension>_<layout>``: one collection per model and layout."""
     slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
-    return f"knowledge_{slug}_{dimension}"
+    return f"knowledge_{slug}_{dimension}_{LAYOUT}"
+
+
+def cosine(query: Sequence[float], vector: Sequence[float]) -> float:
+    """Cosine similarity of two vectors."""
+    a, b = np.asarray(query, np.float64), np.asarray(vector, np.float64)
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / norms if norms else 0.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A hit of one ranking before fusion: cosine score, and its terms when lexical."""
+
+    id: str
+    score: float
+    payload: Mapping[str, Any]
+    terms: frozenset[int] = frozenset()
+
+
+def fuse(query: Query, dense: Sequence[Candidate], lexical: Sequence[Candidate]) -> list[Hit]:
+    """Reciprocal rank fusion of the dense and the BM25 rankings, scored by cosine.
+
+    A passage sharing a single word with a longer query is weak lexical evidence (in "how
+    long does delivery abroad take", a passage on domestic shipping shares only "take"), so
+    the BM25 ranking votes only for passages sharing at least ``MIN_SHARED_TERMS`` of the
+    query's terms (every term of a shorter query). Ties go to the closer meaning.
+    """
+    asked = frozenset(query.terms.indices) if query.terms is not None else frozenset()
+    needed = min(MIN_SHARED_TERMS, len(asked))
+    votes: dict[str, float] = {}
+    found: dict[str, Candidate] = {}
+    voting = [c for c in lexical if len(c.terms & asked) >= needed]
+    for ranking in (dense, voting):
+        for rank, candidate in enumerate(ranking):
+            votes[candidate.id] = votes.get(candidate.id, 0.0) + 1.0 / (FUSION_K + rank + 1)
+            found.setdefault(candidate.id, candidate)
+    order = sorted(votes, key=lambda pid: (-votes[pid], -found[pid].score))
+    hits = [Hit(pid, found[pid].score, found[pid].payload) for pid in order]
+    if query.min_score is not None:
+        hits = [hit for hit in hits if hit.score >= query.min_score]
+    return hits[: query.limit]
 
 
 def label_key(key: str) -> str:

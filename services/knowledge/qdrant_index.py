@@ -3,7 +3,9 @@
 The collection follows Qdrant's multitenancy guide: the global HNSW graph is off (``m=0``)
 and each tenant gets its own (``payload_m``), built over the ``tenant_id`` keyword index
 marked ``is_tenant``; queries always filter on the tenant. Several replicas may open the
-collection at once: whoever creates it first wins, the others read its metadata.
+collection at once: whoever creates it first wins, the others read its metadata. Hybrid
+passage search is one ``query_batch_points`` call (a dense and a BM25 query, sparse with IDF);
+the rankings are fused here (services.knowledge.index.fuse).
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from services.knowledge.index import (
+    DENSE,
     DOCUMENT,
     KIND,
     REVISION,
     TENANT,
+    TERMS,
+    Candidate,
     Hit,
     IndexMeta,
     Point,
@@ -26,8 +31,11 @@ from services.knowledge.index import (
     Removal,
     check_meta,
     collection_name,
+    cosine,
+    fuse,
     label_key,
 )
+from services.knowledge.lexical import Terms
 
 
 def _match(key: str, value: str | int) -> models.FieldCondition:
@@ -56,18 +64,50 @@ def removal_filter(removal: Removal) -> models.Filter:
     return models.Filter(must=must)
 
 
+def _sparse(terms: Terms) -> models.SparseVector:
+    return models.SparseVector(indices=list(terms.indices), values=list(terms.values))
+
+
 def point_structs(points: Sequence[Point]) -> list[models.PointStruct]:
-    """Points as qdrant-client structs."""
-    return [
-        models.PointStruct(id=p.id, vector=[float(x) for x in p.vector], payload=dict(p.payload))
-        for p in points
-    ]
+    """Points as qdrant-client structs: the dense vector, and the terms when present."""
+    structs = []
+    for p in points:
+        vectors: dict[str, list[float] | models.SparseVector] = {
+            DENSE: [float(x) for x in p.vector]
+        }
+        if p.terms is not None:
+            vectors[TERMS] = _sparse(p.terms)
+        structs.append(models.PointStruct(id=p.id, vector=vectors, payload=dict(p.payload)))
+    return structs
+
+
+def query_requests(query: Query) -> list[models.QueryRequest]:
+    """Nearest dense neighbours; with terms, also the best BM25 matches (with their vectors)."""
+    where = query_filter(query)
+    requests = [
+        models.QueryRequest(
+            query=[float(x) for x in query.vector], using=DENSE, filter=where,
+            limit=query.limit if query.terms is None else query.candidates,
+            with_payload=True, score_threshold=query.min_score,
+        )
+    ]  # fmt: skip
+    if query.terms is not None:
+        requests.append(
+            models.QueryRequest(
+                query=_sparse(query.terms), using=TERMS, filter=where, limit=query.candidates,
+                with_payload=True, with_vector=[DENSE, TERMS],
+            )
+        )  # fmt: skip
+    return requests
 
 
 def collection_config(dimension: int, meta: IndexMeta) -> dict[str, object]:
-    """Arguments of ``create_collection``: cosine vectors, per-tenant HNSW, metadata."""
+    """Arguments of ``create_collection``: cosine and BM25 vectors, per-tenant HNSW, metadata."""
     return {
-        "vectors_config": models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+        "vectors_config": {
+            DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)
+        },
+        "sparse_vectors_config": {TERMS: models.SparseVectorParams(modifier=models.Modifier.IDF)},
         "hnsw_config": models.HnswConfigDiff(m=0, payload_m=16),
         "metadata": meta.as_payload(),
     }
@@ -79,6 +119,16 @@ PAYLOAD_INDEXES: tuple[tuple[str, models.PayloadSchemaType | models.KeywordIndex
     (KIND, models.PayloadSchemaType.KEYWORD),
     (REVISION, models.PayloadSchemaType.INTEGER),
 )
+
+
+def _candidate(query: Query, point: models.ScoredPoint) -> Candidate:
+    """A BM25 hit with its cosine score and its terms, from the vectors it came back with."""
+    vectors = point.vector if isinstance(point.vector, dict) else {}
+    dense, terms = vectors.get(DENSE), vectors.get(TERMS)
+    if not isinstance(dense, list) or not isinstance(terms, models.SparseVector):
+        raise RuntimeError("the server returned a BM25 hit without its vectors")
+    score = cosine(query.vector, [float(x) for x in dense])  # type: ignore[arg-type]
+    return Candidate(str(point.id), score, point.payload or {}, frozenset(terms.indices))
 
 
 class QdrantIndex:
@@ -126,15 +176,11 @@ class QdrantIndex:
 
     async def search(self, query: Query) -> list[Hit]:
         """The closest points of the query's tenant and kind, best first."""
-        reply = await self._client.query_points(
-            self._collection,
-            query=[float(x) for x in query.vector],
-            query_filter=query_filter(query),
-            limit=query.limit,
-            with_payload=True,
-            score_threshold=query.min_score,
-        )
-        return [Hit(str(p.id), float(p.score), p.payload or {}) for p in reply.points]
+        replies = await self._client.query_batch_points(self._collection, query_requests(query))
+        dense = [Candidate(str(p.id), float(p.score), p.payload or {}) for p in replies[0].points]
+        if query.terms is None:
+            return [Hit(c.id, c.score, c.payload) for c in dense]
+        return fuse(query, dense, [_candidate(query, p) for p in replies[1].points])
 
     async def count(self, tenant_id: str, document_id: str = "") -> int:
         """Points of a tenant (or of one of its documents)."""

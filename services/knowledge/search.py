@@ -1,5 +1,9 @@
 """Search: the closest passages of the caller's tenant, and FAQ entries that answer directly.
 
+Passages come from hybrid search (meaning and exact words, fused by rank: see
+services.knowledge.index); FAQ questions are matched by meaning alone, against a cosine
+threshold. Both index queries go out together once the query's vector is known.
+
 The tenant is the verified caller's, passed in by the servicer from services.kit.tenancy; the
 index filters on it, and every hit is checked against it once more before it leaves, so a
 bug in a filter shows up as a dropped hit and an error log, never as another tenant's text.
@@ -14,8 +18,9 @@ from typing import Any
 
 from services.kit import errors
 from services.knowledge import index as ix
-from services.knowledge.embeddings import QueryCache
 from services.knowledge.ingest import check_labels
+from services.knowledge.lexical import Lexical
+from services.knowledge.query_vectors import QueryVectors
 from services.knowledge.tenant_settings import TenantSettings, resolve
 from supportmesh.knowledge.v1 import knowledge_service_pb2 as pb
 from supportmesh.spec.v1 import message_pb2
@@ -47,12 +52,17 @@ class Searcher:
     """Answers Search over one index."""
 
     def __init__(
-        self, index: ix.VectorIndex, queries: QueryCache, settings: TenantSettings
+        self,
+        index: ix.VectorIndex,
+        queries: QueryVectors,
+        settings: TenantSettings,
+        lexical: Lexical | None = None,
     ) -> None:
         """Search ``index`` with vectors from ``queries``; thresholds from ``settings``."""
         self._index = index
         self._queries = queries
         self._settings = settings
+        self._lexical = lexical or Lexical()
 
     def _own(self, tenant_id: str, hits: list[ix.Hit]) -> list[ix.Hit]:
         kept = [hit for hit in hits if hit.payload.get(ix.TENANT) == tenant_id]
@@ -78,9 +88,12 @@ class Searcher:
         )
         threshold = resolve(request.faq_threshold, stored)
         values = [float(x) for x in vector]
+        terms = self._lexical.query(query)
+        lexical = terms if terms.indices else None  # a query of stop words only: meaning alone
+        min_score = request.min_score or None
         passages, faqs = await asyncio.gather(
             self._index.search(
-                ix.Query(tenant_id, values, "chunk", limit, labels, request.min_score or None)
+                ix.Query(tenant_id, values, "chunk", limit, labels, min_score, lexical)
             ),
             self._index.search(ix.Query(tenant_id, values, "faq", FAQ_ANSWERS, labels, threshold)),
         )

@@ -29,6 +29,7 @@ from services.kit import errors
 from services.knowledge import chunking, media
 from services.knowledge.embeddings import Embedder
 from services.knowledge.index import IndexMeta, Point, Removal, VectorIndex
+from services.knowledge.lexical import Lexical, Terms
 from services.knowledge.store import Claimed, Documents
 from services.knowledge.tasks import SPEC
 from supportmesh.common.v1 import errors_pb2
@@ -47,8 +48,8 @@ _INTERNAL = errors.Internal("", reason=errors_pb2.ERROR_REASON_INTERNAL)
 class ChunkingConfig:
     """Chunk size and overlap, in tokens."""
 
-    max_tokens: int = 100
-    overlap: int = 20
+    max_tokens: int = 150
+    overlap: int = 30
 
 
 async def no_checkpoint(name: str) -> None:
@@ -62,9 +63,9 @@ def point_id(tenant_id: str, document_id: str, revision: int, kind: str, index: 
 
 def build_points(
     tenant_id: str, row: Row[Any], title: str, texts: Sequence[tuple[str, str, dict[str, Any]]],
-    vectors: Sequence[Sequence[float]],
+    vectors: Sequence[Sequence[float]], terms: Sequence[Terms | None] | None = None,
 ) -> list[Point]:  # fmt: skip
-    """Points for ``(kind, chunk id, extra payload)`` entries and their vectors."""
+    """Points for ``(kind, chunk id, extra payload)`` entries, their vectors and terms."""
     base = {
         "tenant_id": tenant_id,
         "document_id": str(row.document_id),
@@ -74,10 +75,19 @@ def build_points(
         "labels": dict(row.labels or {}),
     }
     points = []
-    for index, ((kind, chunk_id, extra), vector) in enumerate(zip(texts, vectors, strict=True)):
+    found = terms if terms is not None else [None] * len(texts)
+    for index, ((kind, chunk_id, extra), vector, lexical) in enumerate(
+        zip(texts, vectors, found, strict=True)
+    ):
         pid = point_id(tenant_id, str(row.document_id), int(row.revision), kind, index)
-        points.append(Point(pid, vector, {**base, "kind": kind, "chunk_id": chunk_id, **extra}))
+        payload = {**base, "kind": kind, "chunk_id": chunk_id, **extra}
+        points.append(Point(pid, vector, payload, lexical))
     return points
+
+
+def passage_terms(lexical: Lexical, found: Sequence[Entry]) -> list[Terms | None]:
+    """BM25 terms of every passage point (FAQ question points are matched densely only)."""
+    return [lexical.passage(text) if kind == "chunk" else None for text, (kind, _, _) in found]
 
 
 Entry = tuple[str, tuple[str, str, dict[str, Any]]]
@@ -119,6 +129,7 @@ class Processor:
         publish: Publish,
         config: ChunkingConfig = ChunkingConfig(),
         checkpoint: Checkpoint = no_checkpoint,
+        lexical: Lexical | None = None,
     ) -> None:
         """Read from ``documents``, write to ``index`` with ``embedder``'s vectors."""
         self._documents = documents
@@ -127,6 +138,7 @@ class Processor:
         self._publish = publish
         self._config = config
         self._checkpoint = checkpoint
+        self._lexical = lexical or Lexical()
         self.meta: IndexMeta | None = None
 
     async def handle(self, msg: Msg) -> None:
@@ -167,7 +179,9 @@ class Processor:
         title = row.title or media.title_of(row.media_type, claimed.content, blocks)
         found = entries(row.kind, title, blocks, self._config)
         vectors = await self._embedder.embed([text for text, _ in found])
-        points = build_points(tenant, row, title, [entry for _, entry in found], vectors.tolist())
+        terms = passage_terms(self._lexical, found)
+        entries_only = [entry for _, entry in found]
+        points = build_points(tenant, row, title, entries_only, vectors.tolist(), terms)
         await self._index.upsert(points)
         await self._checkpoint("indexed")
         await self._index.delete(Removal(tenant, document, below_revision=revision))

@@ -25,6 +25,7 @@ from services.kit.settings import InfraSettings
 from services.knowledge.app import KnowledgeApp, KnowledgeSettings, build
 from services.knowledge.index import Query
 from services.knowledge.ingest import Limits, submission
+from services.knowledge.lexical import Lexical
 from supportmesh.knowledge.v1 import knowledge_service_pb2 as pb
 
 TENANTS = 4
@@ -111,6 +112,7 @@ async def test_thousands_of_searches_return_no_other_tenants_passage(
     app: KnowledgeApp, tenants: dict[str, set[str]]
 ) -> None:
     searches = leaks = passages = 0
+    lexical = Lexical()
     for tenant, query, top_k in itertools.product(tenants, QUERIES, (1, 5, 20, 50)):
         for repeat in range(8):
             request = pb.SearchRequest(
@@ -122,7 +124,9 @@ async def test_thousands_of_searches_return_no_other_tenants_passage(
             finally:
                 context.reset(token)
             vector = await app.servicer._searcher._queries.vector(query)
-            raw = await app.index.search(Query(tenant, [float(x) for x in vector], "chunk", top_k))
+            # Both rankings of the hybrid query (dense and BM25) run under the tenant filter.
+            values, terms = [float(x) for x in vector], lexical.query(query)
+            raw = await app.index.search(Query(tenant, values, "chunk", top_k, terms=terms))
             searches += 2
             passages += len(reply.passages) + len(raw)
             leaks += sum(p.document_id not in tenants[tenant] for p in reply.passages)

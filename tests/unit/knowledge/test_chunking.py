@@ -80,3 +80,15 @@ def test_faq_from_q_and_a_lines() -> None:
         ("Do you ship abroad?", "Yes, to 40 countries."),
         ("Cost?", "Free."),
     ]
+
+
+def test_default_windows_keep_every_sentence_whole_and_overlap() -> None:
+    sentences = [f"Step {i} of the returns guide explains one more detail." for i in range(60)]
+    blocks = [Block(" ".join(sentences), ("Returns",))]
+    chunks = chunking.chunk(blocks)
+    assert all(chunking.count_tokens(c.text) <= 150 for c in chunks)
+    for sentence in sentences:  # no sentence is cut in two
+        assert any(sentence in c.text for c in chunks)
+    for before, after in itertools.pairwise(chunks):
+        shared = [s for s in sentences if s in before.text and s in after.text]
+        assert 1 <= sum(chunking.count_tokens(s) for s in shared) <= 30

@@ -5,8 +5,11 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
+
 from services.knowledge.edge_index import EdgeIndex
 from services.knowledge.index import Point, Query, Removal
+from services.knowledge.lexical import Lexical
 
 
 def _point(tenant: str, document: str, revision: int, vector: list[float]) -> Point:
@@ -62,3 +65,36 @@ async def test_the_generation_survives_a_reopen_and_a_new_model_gets_a_new_index
         assert await other.count("a") == 0  # never mixed with the old model's vectors
     finally:
         await other.close()
+
+
+def _passage(tenant: str, text: str, vector: list[float], lexical: Lexical) -> Point:
+    payload = {"tenant_id": tenant, "document_id": text, "revision": 1, "kind": "chunk"}
+    return Point(str(uuid.uuid4()), vector, payload, lexical.passage(text))
+
+
+async def test_hybrid_search_finds_exact_words_the_vectors_miss(tmp_path: Path) -> None:
+    lexical = Lexical()
+    index = EdgeIndex(tmp_path)
+    await index.open("m", 2)
+    try:
+        await index.upsert([
+            _passage("a", "Error E4711 means the filter is clogged.", [0.0, 1.0], lexical),
+            _passage("a", "Descale the machine every month.", [1.0, 0.0], lexical),
+            _passage("a", "The warranty lasts two years.", [0.9, 0.1], lexical),
+            _passage("b", "Error E4711 at tenant b.", [0.0, 1.0], lexical),
+        ])  # fmt: skip
+        dense = await index.search(Query("a", [1.0, 0.0], "chunk", 1))
+        assert [h.payload["document_id"] for h in dense] == ["Descale the machine every month."]
+        terms = lexical.query("what does E4711 mean")
+        hybrid = await index.search(Query("a", [1.0, 0.0], "chunk", 3, terms=terms))
+        documents = [h.payload["document_id"] for h in hybrid]
+        assert "Error E4711 means the filter is clogged." in documents[:2]
+        assert {h.payload["tenant_id"] for h in hybrid} == {"a"}
+        exact = {h.payload["document_id"]: h.score for h in hybrid}
+        assert exact["Descale the machine every month."] == pytest.approx(1.0)  # a cosine
+        assert exact["Error E4711 means the filter is clogged."] == pytest.approx(0.0, abs=1e-6)
+        cut = await index.search(Query("a", [1.0, 0.0], "chunk", 3, min_score=0.5, terms=terms))
+        assert all(h.score >= 0.5 for h in cut)
+        assert len(cut) == 2
+    finally:
+        await index.close()

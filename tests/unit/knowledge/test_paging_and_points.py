@@ -1,4 +1,4 @@
-"""Page tokens and stable point ids."""
+"""Page tokens, stable point ids, and the BM25 terms points carry."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 from services.kit import errors
 from services.knowledge import paging
-from services.knowledge.worker import point_id
+from services.knowledge.lexical import Lexical
+from services.knowledge.worker import passage_terms, point_id
 
 
 def test_page_tokens_round_trip_and_forgeries_are_refused() -> None:
@@ -29,3 +30,16 @@ def test_point_ids_are_stable_per_revision_and_position() -> None:
     assert point_id("a", "d", 1, "chunk", 0) != point_id("a", "d", 2, "chunk", 0)
     assert point_id("a", "d", 1, "chunk", 0) != point_id("b", "d", 1, "chunk", 0)
     uuid.UUID(point_id("a", "d", 1, "faq", 3))
+
+
+def test_passages_get_bm25_terms_and_faq_questions_do_not() -> None:
+    lexical = Lexical()
+    found = [
+        ("Returns > Window\n\nShoes can be returned within 30 days.", ("chunk", "c0", {})),
+        ("Can I return shoes?", ("faq", "q0", {})),
+    ]
+    passage, question = passage_terms(lexical, found)
+    assert question is None
+    assert passage is not None
+    assert set(lexical.query("returned shoes").indices) <= set(passage.indices)  # stemmed
+    assert all(weight > 0 for weight in passage.values)

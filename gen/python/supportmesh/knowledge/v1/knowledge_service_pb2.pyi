@@ -566,7 +566,7 @@ class SearchResponse(_message.Message):
     FAQ_ANSWERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def passages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Passage]:
-        """Passages, best first."""
+        """Passages, best first by the fused semantic and keyword rank; their scores (cosine similarity) need not be in order."""
 
     @_builtins.property
     def faq_answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___FaqAnswer]:
