@@ -1,6 +1,8 @@
 """Monthly plan quotas (model tokens, cost) as counters in Valkey, shared by billing and edge.
 
-Usage is added with :func:`record_usage` as it is metered; :func:`check` refuses a tenant whose
+Usage is added with :func:`record_usage` as it is metered, or with :func:`record_once` when the
+same usage may be reported again (a run's usage, re-applied after a crash): a per-source marker
+makes the second report a no-op. :func:`check` refuses a tenant whose
 counters for the current calendar month (UTC) reached a plan limit. Cost is counted in whole
 micro-dollars so that concurrent increments stay exact (INCRBY, no float drift). Counter keys
 carry the tenant as a hash tag, so a tenant's counters and rate buckets share a cluster slot
@@ -9,9 +11,12 @@ and one Lua script may read them all.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+from redis.exceptions import NoScriptError
 
 from services.kit import errors
 from supportmesh.common.v1 import errors_pb2
@@ -23,6 +28,23 @@ MICROS_PER_USD = 1_000_000
 # Counters outlive their month long enough for billing to read the closing figures.
 RETENTION_S = 62 * 24 * 3600
 TOKENS, COST = "tokens", "cost"
+# How long record_once remembers a source it counted: whoever re-reports usage must do so
+# within this time (its recovery horizon), or the usage is counted twice.
+MARKER_TTL_S = 8 * 24 * 3600
+
+# KEYS: marker, tokens counter, cost counter; ARGV: tokens, cost micros, marker TTL, retention.
+# The marker and the increments are one atomic step: counted together, or not at all.
+ONCE_SCRIPT = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[3])) then
+  local tokens = redis.call('INCRBY', KEYS[2], tonumber(ARGV[1]))
+  local cost = redis.call('INCRBY', KEYS[3], tonumber(ARGV[2]))
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
+  return {1, tokens, cost}
+end
+return {0, tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(redis.call('GET', KEYS[3]) or '0')}
+"""
+ONCE_SHA = hashlib.sha1(ONCE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -104,6 +126,41 @@ async def record_usage(
         pipe.expire(cost_key, RETENTION_S)
         total_tokens, total_cost, *_ = await pipe.execute()
     return Usage(int(total_tokens), int(total_cost))
+
+
+def marker_key(tenant_id: str, source_id: str) -> str:
+    """The key remembering that ``source_id``'s usage was counted (the tenant's hash tag)."""
+    return f"quota:{{{tenant_id}}}:counted:{source_id}"
+
+
+async def record_once(
+    redis: Redis,
+    tenant_id: str,
+    source_id: str,
+    tokens: int,
+    cost_usd: float,
+    *,
+    now: datetime | None = None,
+    marker_ttl_s: int = MARKER_TTL_S,
+) -> tuple[bool, Usage]:
+    """Add ``source_id``'s usage unless it was added before: (whether it was added, totals).
+
+    A repeat within ``marker_ttl_s`` changes nothing, so a caller that cannot tell whether
+    its earlier attempt got through (a crash, a lost reply) may simply try again.
+    """
+    if tokens < 0 or cost_usd < 0:
+        raise errors.InvalidArgument("usage must not be negative")
+    if not source_id:
+        raise errors.InvalidArgument("usage counted once needs a source id")
+    keys = [marker_key(tenant_id, source_id), *counter_keys(tenant_id, now)]
+    args = [tokens, round(cost_usd * MICROS_PER_USD), marker_ttl_s, RETENTION_S]
+    try:
+        reply = await redis.evalsha(ONCE_SHA, len(keys), *keys, *args)
+    except NoScriptError:  # restart, failover or SCRIPT FLUSH: load it and try again
+        await redis.script_load(ONCE_SCRIPT)
+        reply = await redis.evalsha(ONCE_SHA, len(keys), *keys, *args)
+    added, total_tokens, total_cost = (int(value) for value in reply)
+    return bool(added), Usage(total_tokens, total_cost)
 
 
 async def usage(redis: Redis, tenant_id: str, *, now: datetime | None = None) -> Usage:

@@ -31,6 +31,7 @@ from services.kit.resilience import Resilience
 from services.kit.settings import ServiceSettings
 from services.kit.telemetry import Telemetry
 from services.orchestrator import adapters
+from services.orchestrator.metering import Sweeper
 from services.orchestrator.models import Models, TierModel
 from services.orchestrator.outbox import Relay
 from services.orchestrator.runs import Runs
@@ -59,19 +60,39 @@ class OrchestratorSettings(ServiceSettings):
     payment_url: str = Field("http://127.0.0.1:9", description="Payment provider base URL.")
     payment_api_key: str = Field("", description="Payment provider bearer key.")
     crm_url: str = Field("http://127.0.0.1:9", description="CRM base URL.")
+    crm_api_key: str = Field("", description="CRM bearer key; empty: none sent.")
     mail_url: str = Field("smtp://127.0.0.1:25", description="SMTP server as smtp://host:port.")
     workflows_dir: Path = Field(WORKFLOWS_DIR, description="Directory of workflow YAML files.")
     models: dict[str, TierModel] = Field(
-        default_factory=dict, description="Tier → OpenAI-compatible model; others: embedded."
+        default_factory=dict,
+        description="Tier → OpenAI-compatible model, as JSON; tiers left out: embedded.",
+    )
+    model_api_key: str = Field(
+        "", description="API key of every configured tier whose own api_key is left empty."
     )
     lease_s: float = Field(10.0, description="How long a run's lease lasts without renewal.")
     recovery_every_s: float = Field(2.0, description="How often lapsed leases are looked for.")
     outbox_poll_s: float = Field(0.5, description="How often the outbox relay polls.")
+    usage_sweep_every_s: float = Field(
+        30.0, description="How often committed runs' usage is checked for a missed count."
+    )
+    usage_horizon_s: float = Field(
+        86_400.0, description="How far back a start's usage sweep looks (below the marker TTL)."
+    )
+
+    def tier_models(self) -> dict[str, TierModel]:
+        """The configured tiers, each with its API key (``model_api_key`` when left empty)."""
+        return {
+            tier: model
+            if model.api_key
+            else model.model_copy(update={"api_key": self.model_api_key})
+            for tier, model in self.models.items()
+        }
 
 
 @dataclass
 class OrchestratorApp:
-    """The servicer and the background work around it (outbox relay, recovery, consumer)."""
+    """The servicer and its background work (outbox relay, recovery, usage sweep, consumer)."""
 
     settings: OrchestratorSettings
     telemetry: Telemetry
@@ -103,6 +124,7 @@ class OrchestratorApp:
         mail = urlsplit(s.mail_url)
         config = ToolsConfig(
             payment_url=s.payment_url, payment_api_key=s.payment_api_key, crm_url=s.crm_url,
+            crm_api_key=s.crm_api_key,
             smtp=SmtpConfig(host=mail.hostname or "127.0.0.1", port=mail.port or 25),
         )  # fmt: skip
         registry = build_registry(
@@ -122,7 +144,7 @@ class OrchestratorApp:
         self._stack.push_async_callback(nats.close)
         relay = Relay(engine, js, poll_s=s.outbox_poll_s)
         hub = RunHub()
-        models = Models(s.models, hub=hub)
+        models = Models(s.tier_models(), hub=hub)
         self._stack.push_async_callback(models.aclose)
         ports = Ports(
             router=adapters.RouterClient(router),
@@ -138,6 +160,11 @@ class OrchestratorApp:
         self._tasks.append(
             asyncio.create_task(self.runs.recover_loop(s.recovery_every_s), name="recovery")
         )
+        if redis is not None:
+            sweeper = Sweeper(engine, redis, horizon_s=s.usage_horizon_s)
+            self._tasks.append(
+                asyncio.create_task(sweeper.run(s.usage_sweep_every_s), name="usage-sweep")
+            )
         consumer = events.Consumer(js, REQUESTED, self._requested)
         await consumer.start()
         self._stack.push_async_callback(consumer.stop)

@@ -42,7 +42,7 @@ class TierModel(BaseModel):
 
     base_url: str = ""  # empty: the embedded responder
     model: str = "embedded"
-    api_key: str = "unused"
+    api_key: str = ""  # empty: ORCHESTRATOR_MODEL_API_KEY, or none for a keyless endpoint
     input_per_1k_usd: float = 0.0
     output_per_1k_usd: float = 0.0
 
@@ -124,7 +124,9 @@ class Models:
     def _client(self, model: TierModel) -> AsyncOpenAI:
         client = self._clients.get(model.base_url)
         if client is None:
-            client = AsyncOpenAI(base_url=model.base_url, api_key=model.api_key, max_retries=1)
+            # The client refuses an empty key; a keyless local endpoint ignores this one.
+            key = model.api_key or "unused"
+            client = AsyncOpenAI(base_url=model.base_url, api_key=key, max_retries=1)
             self._clients[model.base_url] = client
         return client
 

@@ -3,10 +3,11 @@
 A run's row is inserted (RUNNING, leased to this process) with its ``requested``/``started``
 events in one transaction; the engine checkpoints every step in PostgreSQL while a heartbeat
 renews the lease; the final status, execution record and ``completed``/``usage.metered``
-events commit together. A lapsed lease (the orchestrator died) lets the recovery loop of
-any orchestrator take the run over and continue it from its last checkpoint: its tool
-calls replay under the same idempotency keys, so nothing is charged or mailed twice, and a
-failed saga's compensations are still owed and still run.
+events commit together, and the usage is then counted against the tenant's quotas exactly
+once (:mod:`services.orchestrator.metering`). A lapsed lease (the orchestrator died) lets
+the recovery loop of any orchestrator take the run over and continue it from its last
+checkpoint: its tool calls replay under the same idempotency keys, so nothing is charged
+or mailed twice, and a failed saga's compensations are still owed and still run.
 
 Every run driven here publishes its live events to :attr:`Runs.hub` (read by StreamRun). A
 run cancelled while it executes here is halted at its next safe point (before its next port
@@ -30,8 +31,8 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import context, db, errors, quota
-from services.orchestrator import cancel, record, store
+from services.kit import context, db, errors
+from services.orchestrator import cancel, metering, record, store
 from services.orchestrator.stream import Drive, RunHub, drive, halt_point
 from services.orchestrator.workflow import RunView, Workflow, WorkflowEngine
 from supportmesh.common.v1 import errors_pb2
@@ -160,18 +161,22 @@ class Runs:
     async def _leased(self, current: Drive, work: Callable[[], Awaitable[RunView]]) -> RunView:
         drive(current)
         run_id = current.run_id
-        heartbeat = asyncio.create_task(self._heartbeat(run_id))
+        stop = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(run_id, stop))
         try:
             return await work()
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            # A flag, not cancel(): a driver may turn a cancellation into an error, which
+            # the loop would survive and this await never end.
+            stop.set()
+            await heartbeat
 
-    async def _heartbeat(self, run_id: str) -> None:
+    async def _heartbeat(self, run_id: str, stop: asyncio.Event) -> None:
         tenant = self.tenant_of.get(run_id, "")
-        while tenant:
-            await asyncio.sleep(self.lease_s / 3)
+        while tenant and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.lease_s / 3)
+                return
             try:
                 await store.lease(self.engine, tenant, run_id, self.owner, self.lease_s)
             except Exception:  # noqa: BLE001 - a missed beat only risks a takeover, not a loss
@@ -208,16 +213,18 @@ class Runs:
         return view
 
     async def commit(self, view: RunView, latency_ms: int, status: str = "") -> None:
-        """Write the run's outcome and events, then meter its usage against the plan."""
+        """Write the run's outcome and events, then count its usage against the plan (once)."""
         async with db.tenant_transaction(self.engine, view.tenant_id) as connection:
             await record.finished(connection, view, latency_ms, status=status)
         self.wake()
         self.hub.finish(view.run_id)
         final = (status or view.status) in store.FINAL
-        if final and self.redis is not None and (view.tokens or view.cost_usd):
+        if final and self.redis is not None:
             try:
-                await quota.record_usage(self.redis, view.tenant_id, view.tokens, view.cost_usd)
-            except Exception:  # noqa: BLE001 - the usage.metered event still carries it
+                await metering.count(
+                    self.redis, view.tenant_id, view.run_id, view.tokens, view.cost_usd
+                )
+            except Exception:  # noqa: BLE001 - the metering sweep counts it from the outbox
                 _log.warning("usage not recorded in Valkey", exc_info=True)
 
     async def start(

@@ -2,8 +2,10 @@
 
 Every catalog service must be deployable the way the platform runs it: one image, native gRPC
 probes, a locked-down container, a Service on the port the Envoy edge addresses, its
-dependencies at their Service names, an autoscaler, mesh mTLS, outlier detection, safe retries
-(none on long-lived streams) and an identity-based allow list. A service's HTTP side (the
+dependencies at their Service names, third-party addresses and credentials from ConfigMaps
+and Secrets (never literal values, never a silent loopback default), an autoscaler, mesh
+mTLS, outlier detection, safe retries (none on long-lived streams) and an identity-based
+allow list. A service's HTTP side (the
 edge's WebSocket bridge) is exposed where the edge sends it and admits the edge alone. Adding
 a service to the catalog without its manifests fails here.
 """
@@ -14,9 +16,10 @@ import functools
 import importlib
 import inspect
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -45,6 +48,11 @@ POD_WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job"})
 ALLOWED_RETRY_ON = frozenset({"unavailable", "reset", "connect-failure", "refused-stream"})
 # Long-lived routes (streams, WebSockets) may have no timeout ("0s") or one of at least this.
 LONG_LIVED_S = 3600.0
+# Env names that carry a credential: they come from a Secret, never as a literal value.
+CREDENTIAL = re.compile(r"(^|_)(API_KEY|KEY|SECRET|PASSWORD|TOKEN|DATABASE_URL)$")
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
+# Secrets and ConfigMaps created out of band are described here, key by key.
+K8S_README = REPO_ROOT / "k8s" / "README.md"
 CATALOG = load_catalog()
 CATALOG_IDS = [entry.name for entry in CATALOG]
 UNARY = [entry for entry in CATALOG if not entry.streaming]
@@ -579,6 +587,93 @@ def test_service_selectors_match_their_deployment() -> None:
             if _selects({"matchLabels": selector}, _pod_labels(d))
         ]
         assert matched == [service["metadata"]["name"]], f"{service['metadata']['name']}: {matched}"
+
+
+def _points_at_loopback(value: str) -> bool:
+    """Whether ``value`` (a URL, or host:port) addresses this machine: a dev default."""
+    host = urlsplit(value if "://" in value else f"//{value}").hostname
+    return host in LOOPBACK
+
+
+def _key_refs() -> Iterator[tuple[str, Doc, str, Doc]]:
+    """Every env variable of every workload that reads a ConfigMap or Secret key.
+
+    (workload name, variable, ``configMapKeyRef`` or ``secretKeyRef``, the reference)
+    """
+    for _, doc in _sources():
+        if doc["kind"] in POD_WORKLOADS:
+            for container in _containers(doc):
+                for variable in container.get("env") or []:
+                    for kind, ref in (variable.get("valueFrom") or {}).items():
+                        if kind in ("configMapKeyRef", "secretKeyRef"):
+                            yield doc["metadata"]["name"], variable, kind, ref
+
+
+@pytest.mark.parametrize("entry", CATALOG, ids=CATALOG_IDS)
+def test_addresses_without_a_production_default_are_provided(entry: CatalogEntry) -> None:
+    # A `*_url` setting whose default is a loopback address works in dev only; in the cluster
+    # the Deployment must set it, and a missing ConfigMap key must stop the pod rather than
+    # leave it calling 127.0.0.1.
+    for field, info in _settings(entry).model_fields.items():
+        default = info.default
+        if not field.endswith("_url") or not isinstance(default, str):
+            continue
+        if not _points_at_loopback(default):
+            continue
+        variable = _env(_main_container(entry)).get(f"{_prefix(entry)}{field.upper()}")
+        assert variable, f"{entry.name}: {_prefix(entry)}{field.upper()} is not set"
+        if "value" in variable:
+            assert not _points_at_loopback(variable["value"]), variable
+            continue
+        ref = variable["valueFrom"].get("configMapKeyRef") or variable["valueFrom"].get(
+            "secretKeyRef"
+        )
+        assert ref, f"{variable['name']}: neither a value nor a ConfigMap or Secret key"
+        assert not ref.get("optional"), f"{variable['name']} may be missing: loopback default"
+
+
+def test_credentials_come_from_secrets() -> None:
+    for _, doc in _sources():
+        if doc["kind"] not in POD_WORKLOADS:
+            continue
+        for container in _containers(doc):
+            for variable in container.get("env") or []:
+                if not CREDENTIAL.search(variable["name"]):
+                    continue
+                where = f"{doc['metadata']['name']}: {variable['name']}"
+                assert "value" not in variable, f"{where} is a literal value"
+                assert set(variable.get("valueFrom") or {}) == {"secretKeyRef"}, where
+    for config_map in _of_kind("ConfigMap"):
+        for key in config_map.get("data") or {}:
+            assert not CREDENTIAL.search(key.upper().replace("-", "_")), key
+
+
+def test_orchestrator_gets_its_third_parties_and_models() -> None:
+    env = _env(_main_container(_entry("orchestrator")))
+    fields = _settings(_entry("orchestrator")).model_fields
+    for field in ("payment_url", "crm_url", "mail_url", "models"):
+        ref = env[f"ORCHESTRATOR_{field.upper()}"]["valueFrom"]["configMapKeyRef"]
+        assert not ref.get("optional"), field
+    # Every credential setting (the payment provider's and the CRM's keys, the model tiers'
+    # shared key) is read from a Secret; the payment provider refuses calls without one.
+    keys = [field for field in fields if field.endswith("_api_key")]
+    assert {"payment_api_key", "crm_api_key", "model_api_key"} <= set(keys)
+    for field in keys:
+        assert set(env[f"ORCHESTRATOR_{field.upper()}"]["valueFrom"]) == {"secretKeyRef"}, field
+    assert not env["ORCHESTRATOR_PAYMENT_API_KEY"]["valueFrom"]["secretKeyRef"].get("optional")
+
+
+def test_out_of_band_config_is_documented() -> None:
+    # What a workload reads from a Secret or an uncommitted ConfigMap must be described where
+    # the operator creating it looks: k8s/README.md names each object and each key.
+    readme = K8S_README.read_text()
+    committed = {doc["metadata"]["name"] for doc in _of_kind("ConfigMap")}
+    for workload, variable, kind, ref in _key_refs():
+        if kind == "configMapKeyRef" and ref["name"] in committed:
+            continue
+        where = f"{workload}: {variable['name']}"
+        assert f"`{ref['name']}`" in readme, f"{where}: {ref['name']} is not in k8s/README.md"
+        assert f"`{ref['key']}`" in readme, f"{where}: key {ref['key']} is not in k8s/README.md"
 
 
 def test_no_secret_values_are_committed() -> None:
