@@ -114,8 +114,8 @@ def row(name: str, samples: Sequence[Sample]) -> list[Any]:
     first = sorted(s[0] for s in samples)
     final = sorted(s[1] for s in samples)
     return [
-        name, len(samples), percentile(first, 0.5), percentile(first, 0.95),
-        percentile(final, 0.5), percentile(final, 0.95),
+        name, len(samples), percentile(first, 50), percentile(first, 95),
+        percentile(final, 50), percentile(final, 95),
     ]  # fmt: skip
 
 
