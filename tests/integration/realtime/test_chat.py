@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import uuid
 from typing import Any
 
@@ -14,6 +15,7 @@ from services.kit import errors
 from services.kit.devstack import Platform
 from supportmesh.realtime.v1 import realtime_service_pb2 as pb
 from supportmesh.realtime.v1 import realtime_service_pb2_grpc as pb_grpc
+from supportmesh.spec.v1 import message_pb2
 from tests.integration.realtime.conftest import QUESTION, Chat, Tenant, key_metadata
 
 
@@ -154,3 +156,36 @@ async def test_stream_chat_serves_server_sent_events_and_resumes(
         response = await http.post("/v1/chat/stream", json=mismatch)
         assert response.status_code == 403, response.text
         assert response.json()["details"][0]["reason"] == "TENANT_MISMATCH"
+
+
+def _grpc_web_messages(data: bytes) -> tuple[list[bytes], bytes]:
+    """Split a gRPC-web body into its message frames and its trailer frame."""
+    messages, trailer, at = [], b"", 0
+    while at < len(data):
+        flag, length = data[at], struct.unpack(">I", data[at + 1 : at + 5])[0]
+        payload = data[at + 5 : at + 5 + length]
+        if flag & 0x80:
+            trailer = payload
+        else:
+            messages.append(payload)
+        at += 5 + length
+    return messages, trailer
+
+
+async def test_stream_chat_over_grpc_web(platform: Platform, tenant: Tenant) -> None:
+    request = pb.StreamChatRequest(tenant_id=tenant.id, user_id="u1", message=QUESTION)
+    body = request.SerializeToString()
+    async with httpx.AsyncClient(base_url=platform.edge_url, timeout=60) as http:
+        reply = await http.post(
+            "/supportmesh.realtime.v1.RealtimeService/StreamChat",
+            content=b"\x00" + struct.pack(">I", len(body)) + body,
+            headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1",
+                     "x-api-key": tenant.key},
+        )  # fmt: skip
+    assert reply.status_code == 200
+    frames, trailer = _grpc_web_messages(reply.content)
+    events = [message_pb2.StreamEvent.FromString(frame) for frame in frames]
+    assert events[0].HasField("heartbeat")
+    assert events[-1].HasField("final_message")
+    assert "30 days" in events[-1].final_message.message.content
+    assert b"grpc-status:0" in trailer.replace(b" ", b"")
