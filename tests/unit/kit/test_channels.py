@@ -39,7 +39,7 @@ async def _bidi(requests: AsyncIterator[bytes], servicer_context: Any) -> AsyncI
 
 @pytest.mark.parametrize("kind", ["unary_unary", "unary_stream", "stream_unary", "stream_stream"])
 async def test_every_call_kind_carries_tenant_and_request_id(kind: str) -> None:
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "unary_unary": grpc.unary_unary_rpc_method_handler(_unary),
         "unary_stream": grpc.unary_stream_rpc_method_handler(_server_stream),
         "stream_unary": grpc.stream_unary_rpc_method_handler(_client_stream),

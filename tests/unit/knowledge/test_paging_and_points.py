@@ -34,7 +34,7 @@ def test_point_ids_are_stable_per_revision_and_position() -> None:
 
 def test_passages_get_bm25_terms_and_faq_questions_do_not() -> None:
     lexical = Lexical()
-    found = [
+    found: list[tuple[str, tuple[str, str, dict[str, str]]]] = [
         ("Returns > Window\n\nShoes can be returned within 30 days.", ("chunk", "c0", {})),
         ("Can I return shoes?", ("faq", "q0", {})),
     ]
