@@ -1,13 +1,15 @@
 """Runs of workflows for tenants: start, wait, resume, cancel, recover; leases keep them owned.
 
 A run's row is inserted (RUNNING, leased to this process) with its ``requested``/``started``
-events in one transaction; the engine checkpoints every step in PostgreSQL while a heartbeat
-renews the lease; the final status, execution record and ``completed``/``usage.metered``
-events commit together, and the usage is then counted against the tenant's quotas exactly
-once (:mod:`services.orchestrator.metering`). A lapsed lease (the orchestrator died) lets
-the recovery loop of any orchestrator take the run over and continue it from its last
-checkpoint: its tool calls replay under the same idempotency keys, so nothing is charged
-or mailed twice, and a failed saga's compensations are still owed and still run.
+events in one transaction. While a heartbeat renews the lease, the engine stores the run's
+checkpoint in PostgreSQL before and after each side effect and when it ends (see
+``services.orchestrator.workflow.engine``). The final status, execution record and
+``completed``/``usage.metered`` events commit together, and the usage is then counted
+against the tenant's quotas exactly once (:mod:`services.orchestrator.metering`). A lapsed
+lease (the orchestrator died) lets the recovery loop of any orchestrator take the run over
+and continue it from its last checkpoint: its tool calls replay under the same idempotency
+keys, so nothing is charged or mailed twice, and a failed saga's compensations are still
+owed and still run.
 
 Every run driven here publishes its live events to :attr:`Runs.hub` (read by StreamRun). A
 run cancelled while it executes here is halted at its next safe point (before its next port
@@ -195,18 +197,15 @@ class Runs:
     ) -> RunView:
         """Drive the run to its end or a human pause, then record it."""
         clock = time.perf_counter()
-        existing = await self.graph.get(tenant_id, run_id)
         if resume is not None:
             view = await self.graph.resume(
                 workflow, tenant_id=tenant_id, run_id=run_id, step_id=resume[0], value=resume[1]
             )
-        elif existing is None or not await self.graph.started(tenant_id, run_id):
-            view = await self.graph.start(
+        else:
+            view = await self.graph.advance(
                 workflow, tenant_id=tenant_id, run_id=run_id, input=input, user_id=user_id,
                 started_at=began,
             )  # fmt: skip
-        else:
-            view = await self.graph.recover(workflow, tenant_id=tenant_id, run_id=run_id)
         halt_point()  # cancelled meanwhile: the cancellation records the end, not this
         latency_ms = int((time.perf_counter() - clock) * 1000)
         await self.commit(view, latency_ms)

@@ -12,6 +12,10 @@ from services.orchestrator.workflow.model import Workflow
 from services.orchestrator.workflow.ports import Ports
 
 
+async def _already_durable() -> None:
+    """Without a deferring checkpointer every checkpoint is written as it is taken."""
+
+
 @dataclass(frozen=True)
 class WorkflowContext:
     """The workflow being run and the ports it calls; never checkpointed."""
@@ -22,3 +26,6 @@ class WorkflowContext:
     clock: Callable[[], float] = time.monotonic
     # Jitter for retry backoff, so simultaneous runs do not retry in lockstep.
     jitter: Callable[[], float] = field(default=random.random)
+    # Makes the run's newest checkpoint durable; awaited before a side effect is requested
+    # (see services.orchestrator.workflow.durability).
+    durable: Callable[[], Awaitable[None]] = _already_durable

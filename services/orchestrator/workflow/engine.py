@@ -1,4 +1,34 @@
-"""The service layer's entry point: start, resume and read durable runs of a workflow."""
+"""The service layer's entry point: start, resume and read durable runs of a workflow.
+
+Durability. The graph is compiled once per engine (the topology is fixed; the workflow and
+its version travel in the runtime context), and runs with LangGraph's ``sync`` durability
+through a :class:`~services.orchestrator.workflow.durability.DeferredCheckpointer`: every
+super-step is checkpointed before the next starts, but a checkpoint reaches PostgreSQL only
+
+1. before a side effect is requested (a side-effecting tool call, a compensation, a hand-off
+   to a human: the node awaits ``WorkflowContext.durable`` first),
+2. as soon as it records a side effect that happened (the ``completed`` and
+   ``compensations`` saga entries, :data:`~services.orchestrator.workflow.state.EFFECT_KEYS`),
+3. when an invocation ends (finished, waiting for a human, paused), before it returns.
+
+What that guarantees after a crash, whenever it strikes:
+
+- A side effect's request always follows a durable checkpoint of the state that chose it
+  and its arguments, so recovery reaches the same step with the same inputs and replays the
+  call under the same idempotency key: never a second charge, order or email. Tool calls
+  are at-least-once towards the provider and exactly-once in effect, as before.
+- A side effect that completed is durable before the next one is requested (rule 1, and
+  rule 2 makes it durable at once), so the saga never forgets a compensation it owes, and
+  compensations themselves run one per checkpointed super-step.
+- Only read-only work since the last durable checkpoint (router decision, read-only tools,
+  model calls, gates, repair decisions) can be lost; recovery re-runs it. Nothing outside
+  the run acted on it: its ``tool.call.*`` events carry ids derived from the idempotency
+  key, so re-written ones are dropped as duplicates. A crash before the first durable
+  checkpoint leaves no checkpoint at all, and the run starts again from its input (its
+  idempotency keys are derived from the run's start time, which the run row keeps).
+- The outcome the caller records (``RunView``) is read after the final flush, so a run is
+  never reported finished with a state that is not stored.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +36,24 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.types import Command
 
 from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.orchestrator.workflow.context import WorkflowContext
+from services.orchestrator.workflow.durability import DeferredCheckpointer
 from services.orchestrator.workflow.graph import RunGraph, build_graph
 from services.orchestrator.workflow.human import invalid_human_input
 from services.orchestrator.workflow.model import TIERS, Workflow
 from services.orchestrator.workflow.ports import Ports
 from services.orchestrator.workflow.state import (
+    EFFECT_KEYS,
     CompensationResult,
     CompletedStep,
     HumanHandoff,
@@ -93,6 +126,11 @@ class RunView:
         )
 
 
+def _started(saved: CheckpointTuple | None) -> bool:
+    """Whether a checkpoint is past the run's input (its first node ran)."""
+    return saved is not None and int(saved.metadata.get("step", -1)) >= 0
+
+
 class WorkflowEngine:
     """Runs workflows as checkpointed LangGraph runs, one thread per ``tenant:run``."""
 
@@ -107,8 +145,8 @@ class WorkflowEngine:
     ) -> None:
         """Compile the graph once; ``checkpointer`` is MemorySaver in tests, Postgres in prod."""
         self.ports = ports
-        self.graph: RunGraph = build_graph(checkpointer)
-        self._checkpointer = checkpointer
+        self._saver = DeferredCheckpointer(checkpointer, EFFECT_KEYS)
+        self.graph: RunGraph = build_graph(self._saver)
         self._sleep, self._clock, self._jitter = sleep, clock, jitter
 
     def context(self, workflow: Workflow) -> WorkflowContext:
@@ -126,14 +164,27 @@ class WorkflowEngine:
         started_at: datetime | None = None,
     ) -> RunView:
         """Run ``workflow`` until it ends or waits for a human; a known run id is not rerun."""
-        existing = await self.get(tenant_id, run_id)
-        if existing is not None and await self.started(tenant_id, run_id):
+        saved = await self._saved(tenant_id, run_id)
+        if _started(saved):
+            existing = await self.get(tenant_id, run_id)
+            assert existing is not None
             return existing
-        thread = thread_id(tenant_id, run_id)
-        if await self._checkpointer.aget_tuple({"configurable": {"thread_id": thread}}):
+        return await self._begin(workflow, tenant_id, run_id, saved, input, user_id, started_at)
+
+    async def _begin(
+        self,
+        workflow: Workflow,
+        tenant_id: str,
+        run_id: str,
+        saved: CheckpointTuple | None,
+        input: Mapping[str, Any],
+        user_id: str,
+        started_at: datetime | None,
+    ) -> RunView:
+        if saved is not None:
             # Only the input checkpoint a crash left before the first node ran: no step has
             # had any effect yet, so the thread starts over.
-            await self._checkpointer.adelete_thread(thread)
+            await self._saver.adelete_thread(thread_id(tenant_id, run_id))
         began = started_at or datetime.now(UTC)
         initial: RunState = {
             "tenant_id": tenant_id,
@@ -144,7 +195,7 @@ class WorkflowEngine:
             "started_at": began.isoformat(),
             "input": dict(input),
         }
-        return await self._invoke(workflow, tenant_id, run_id, initial)
+        return await self._invoke(workflow, tenant_id, run_id, initial, fresh=True)
 
     async def resume(
         self,
@@ -168,24 +219,42 @@ class WorkflowEngine:
         return await self._invoke(workflow, tenant_id, run_id, Command(resume=dict(value)))
 
     async def recover(self, workflow: Workflow, *, tenant_id: str, run_id: str) -> RunView:
-        """Continue a run a crash left between steps, from its last checkpoint."""
-        view = await self.get(tenant_id, run_id)
-        if view is None:
+        """Continue a run a crash left between steps, from its last durable checkpoint."""
+        snapshot = await self.graph.aget_state(run_config(tenant_id, run_id, workflow))
+        if not snapshot.values:
             raise NotFound(f"run {run_id} not found")
+        view = RunView.of(cast(RunState, snapshot.values))
         if view.workflow:
             # A crash during the first super-step leaves only the input checkpoint, unpinned.
-            view = await self._pinned(workflow, tenant_id, run_id)
-        snapshot = await self.graph.aget_state(run_config(tenant_id, run_id, workflow))
+            self._check_pinned(view, workflow)
         if not snapshot.next or snapshot.interrupts:
             return view
         return await self._invoke(workflow, tenant_id, run_id, None)
 
+    async def advance(
+        self,
+        workflow: Workflow,
+        *,
+        tenant_id: str,
+        run_id: str,
+        input: Mapping[str, Any],
+        user_id: str = "",
+        started_at: datetime | None = None,
+    ) -> RunView:
+        """Start the run, or recover it if it has started: one read decides which."""
+        saved = await self._saved(tenant_id, run_id)
+        if _started(saved):
+            return await self.recover(workflow, tenant_id=tenant_id, run_id=run_id)
+        return await self._begin(workflow, tenant_id, run_id, saved, input, user_id, started_at)
+
     async def started(self, tenant_id: str, run_id: str) -> bool:
         """Whether the run has a checkpoint past its input (its first node ran)."""
+        return _started(await self._saved(tenant_id, run_id))
+
+    async def _saved(self, tenant_id: str, run_id: str) -> CheckpointTuple | None:
+        """The run's newest checkpoint (held in memory while it runs here, else stored)."""
         config: RunnableConfig = {"configurable": {"thread_id": thread_id(tenant_id, run_id)}}
-        snapshot = await self.graph.aget_state(config)
-        metadata = snapshot.metadata
-        return metadata is not None and int(metadata.get("step", -1)) >= 0
+        return await self._saver.aget_tuple(config)
 
     async def get(self, tenant_id: str, run_id: str) -> RunView | None:
         """The run's current view, or None when there is no such run."""
@@ -197,12 +266,16 @@ class WorkflowEngine:
         view = await self.get(tenant_id, run_id)
         if view is None:
             raise NotFound(f"run {run_id} not found")
+        self._check_pinned(view, workflow)
+        return view
+
+    @staticmethod
+    def _check_pinned(view: RunView, workflow: Workflow) -> None:
         if (view.workflow, view.version) != (workflow.name, workflow.version):
             raise FailedPrecondition(
-                f"run {run_id} runs {view.workflow} {view.version}, not "
+                f"run {view.run_id} runs {view.workflow} {view.version}, not "
                 f"{workflow.name} {workflow.version}"
             )
-        return view
 
     async def _invoke(
         self,
@@ -210,11 +283,22 @@ class WorkflowEngine:
         tenant_id: str,
         run_id: str,
         payload: RunState | Command[Any] | None,
+        *,
+        fresh: bool = False,
     ) -> RunView:
+        """Run the graph with the thread held, then store its end; ``fresh``: no checkpoint yet."""
         config = run_config(tenant_id, run_id, workflow)
-        # "sync" durability: a step's checkpoint is written before the next step starts, so a
-        # crash never forgets a side effect that already happened.
-        await self.graph.ainvoke(payload, config, context=self.context(workflow), durability="sync")
-        view = await self.get(tenant_id, run_id)
+        thread = thread_id(tenant_id, run_id)
+        context = replace(self.context(workflow), durable=partial(self._saver.flush, thread))
+        self._saver.hold(thread, empty=fresh)
+        try:
+            # "sync": each super-step's checkpoint is taken before the next step starts; the
+            # held thread decides which of them are written (see the module docstring).
+            await self.graph.ainvoke(payload, config, context=context, durability="sync")
+            await self._saver.flush(thread)
+            view = await self.get(tenant_id, run_id)
+        finally:
+            # After a failure whatever was not flushed is dropped, as a crash would drop it.
+            self._saver.release(thread)
         assert view is not None
         return view

@@ -1,9 +1,13 @@
 """The run graph, assembled in one place: Plan → Route → Work → Verify → Repair → Commit.
 
 The topology is fixed and the workflow travels in the runtime context: each YAML step is
-dispatched to the node for its type, one step per super-step, so every step is checkpointed
-and routers can be typed ``Literal``s. A run resumes under the workflow version pinned in
-its state, whatever the graph was compiled with.
+dispatched to the node for its type, one step per super-step, so every step ends in a
+checkpoint (held in memory or stored, see :mod:`services.orchestrator.workflow.engine`) and
+routers can be typed ``Literal``s. A run resumes under the workflow version pinned in
+its state, whatever the graph was compiled with, so the graph is compiled once per engine.
+
+Routers are coroutines: LangGraph runs a plain function router on a worker thread from an
+async graph, and that hand-off cost more than the routing itself.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ _NODE_FOR: Mapping[str, StepNode] = {
 }
 
 
-def next_step(state: RunState, runtime: Runtime[WorkflowContext]) -> Next:
+def _next(state: RunState, runtime: Runtime[WorkflowContext]) -> Next:
     """Repair after a failure, else the node for the step at the cursor, else Commit."""
     if state.get("failure"):
         return "repair"
@@ -49,23 +53,30 @@ def next_step(state: RunState, runtime: Runtime[WorkflowContext]) -> Next:
     return _NODE_FOR[steps[cursor].kind]
 
 
-def after_escalate(
+async def next_step(state: RunState, runtime: Runtime[WorkflowContext]) -> Next:
+    """Repair after a failure, else the node for the step at the cursor, else Commit."""
+    return _next(state, runtime)
+
+
+async def after_escalate(
     state: RunState, runtime: Runtime[WorkflowContext]
 ) -> Literal[Next, "await_human"]:
     """Wait for the human once the hand-off is queued; a skipped escalation moves on."""
     if state.get("status") == "WAITING_FOR_HUMAN" and state.get("human_request"):
         return "await_human"
-    return next_step(state, runtime)
+    return _next(state, runtime)
 
 
-def after_human(state: RunState, runtime: Runtime[WorkflowContext]) -> Literal[Next, "await_human"]:
+async def after_human(
+    state: RunState, runtime: Runtime[WorkflowContext]
+) -> Literal[Next, "await_human"]:
     """Ask again when the human's input was rejected."""
     if state.get("human_error"):
         return "await_human"
-    return next_step(state, runtime)
+    return _next(state, runtime)
 
 
-def after_repair(
+async def after_repair(
     state: RunState, runtime: Runtime[WorkflowContext]
 ) -> Literal[Next, "fallback", "compensate"]:
     """Follow Repair's decision."""
@@ -74,10 +85,10 @@ def after_repair(
         return "fallback"
     if resolution == "compensate":
         return "compensate" if pending_compensations(state) else "commit"
-    return next_step(state, runtime)
+    return _next(state, runtime)
 
 
-def after_compensate(state: RunState) -> Literal["compensate", "commit"]:
+async def after_compensate(state: RunState) -> Literal["compensate", "commit"]:
     """Undo side effects one at a time until none is left."""
     return "compensate" if pending_compensations(state) else "commit"
 

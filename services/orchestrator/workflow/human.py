@@ -53,6 +53,7 @@ async def escalate(state: RunState, runtime: Runtime[WorkflowContext]) -> RunSta
         )
         call = call_context(state, ctx, step)
         key = idempotency_key(state, HAND_OFF, step.id)
+        await ctx.durable()  # a hand-off is a side effect: the state before it is stored
         ticket = await with_retries(
             ctx, meter, lambda _: ctx.ports.human.hand_off(call, request, key)
         )

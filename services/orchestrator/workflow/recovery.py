@@ -145,6 +145,7 @@ async def compensate(state: RunState, runtime: Runtime[WorkflowContext]) -> RunS
     meter = Meter()
     status: Literal["COMPENSATED", "FAILED"] = "COMPENSATED"
     reason = text = ""
+    await ctx.durable()  # the saga record this undo is owed by is stored before it starts
     try:
         async with asyncio.timeout(step.wall_ms / 1000):
             await with_retries(ctx, meter, attempt)

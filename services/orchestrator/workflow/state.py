@@ -129,6 +129,11 @@ class RunState(TypedDict, total=False):
     citations: list[dict[str, Any]]
 
 
+# The keys whose change records a side effect that took place (a tool step's saga entry, a
+# compensation's outcome): a checkpoint changing one is made durable at once.
+EFFECT_KEYS = ("completed", "compensations")
+
+
 def scope(state: RunState) -> dict[str, Any]:
     """The names expressions read: builtins plus every step output by step id."""
     given = state.get("input", {})

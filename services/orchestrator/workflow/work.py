@@ -106,6 +106,10 @@ async def _tool(step: model.Step, state: RunState, ctx: WorkflowContext, meter: 
             ctx, call, event, lambda: ctx.ports.tools.call(call, step.tool, arguments, key)
         )
 
+    if step.side_effect != "read_only":
+        # The state that led here is stored before the call goes out, so a crash from now
+        # on resumes at this step with these arguments and replays it under the same key.
+        await ctx.durable()
     output = await with_retries(ctx, meter, attempt)
     update: RunState = {"outputs": {step.id: output}, "cursor": ctx.workflow.following(step)}
     if step.side_effect != "read_only":
