@@ -100,7 +100,7 @@ async def provision(platform: Platform) -> tuple[str, str, str]:
 
 def open_envoy(platform: Platform, tenant: str, state: Path) -> tuple[EnvoyServer, str]:
     """A second Envoy without ext_authz whose routes vouch for ``tenant`` themselves."""
-    upstreams = {entry.name: platform.ports[entry.name] for entry in platform.catalog}
+    upstreams = platform.upstream_ports()
     listen, admin = free_port(), free_port()
     config = gateway.render(
         platform.catalog, upstreams, listen_port=listen, admin_port=admin, authz=False

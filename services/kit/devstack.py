@@ -225,14 +225,20 @@ class Platform:
         # Keyed "envoy", not "edge": "edge" is the edge service's own port (ext_authz upstream).
         listen = self._port("envoy", DEV_PORTS["envoy"])
         admin = self._port("envoy_admin", DEV_PORTS["envoy_admin"])
-        upstreams = {entry.name: self.ports[entry.name] for entry in self.catalog}
-        upstreams.update(
-            {gateway.http_upstream(e.name): self.ports[gateway.http_upstream(e.name)]
-             for e in self.catalog if e.http_port is not None}
-        )  # fmt: skip
-        config = gateway.render(self.catalog, upstreams, listen_port=listen, admin_port=admin)
+        config = gateway.render(
+            self.catalog, self.upstream_ports(), listen_port=listen, admin_port=admin
+        )
         path = gateway.write(config, self.state_dir / "envoy" / "envoy.yaml")
         self._start(EnvoyServer(path, admin, self.state_dir / "logs" / "envoy.log"))
+
+    def upstream_ports(self) -> dict[str, int]:
+        """The running services' ports by Envoy upstream: gRPC ones and HTTP sides."""
+        found = {entry.name: self.ports[entry.name] for entry in self.catalog}
+        for entry in self.catalog:
+            if entry.http_port is not None:
+                name = gateway.http_upstream(entry.name)
+                found[name] = self.ports[name]
+        return found
 
     def start(self) -> None:
         """Start everything; on any failure stop what was started and re-raise."""

@@ -23,7 +23,7 @@ PREFLIGHT = {"origin": ORIGIN, "access-control-request-method": "POST",
 def cors_edge(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of an Envoy like the session's, allowing ``ORIGIN``."""
     state = Path(tmp_path_factory.mktemp("cors-envoy"))
-    ports = {entry.name: platform.ports[entry.name] for entry in platform.catalog}
+    ports = platform.upstream_ports()
     listen, admin = free_port(), free_port()
     config = gateway.render(
         platform.catalog, ports, listen_port=listen, admin_port=admin, cors_origins=[ORIGIN]

@@ -14,12 +14,13 @@ from tests.integration.realtime.conftest import (
 async def test_a_slow_reader_gets_coalesced_deltas_and_the_whole_final_message(
     tenant: Tenant, start_instance: StartInstance
 ) -> None:
+    roomy = await start_instance()  # 32 events: a whole answer fits, nothing coalesces
     instance = await start_instance(buffer_events=2, ack_window=1)
 
-    fast = Chat(instance.stub, mesh_metadata(tenant))
+    fast = Chat(roomy.stub, mesh_metadata(tenant))
     await fast.open()
     await fast.say(QUESTION)
-    quick = await fast.until_final(ack=True)
+    quick = await fast.until_final()
 
     slow = Chat(instance.stub, mesh_metadata(tenant))
     await slow.open()
