@@ -186,6 +186,16 @@ def split(samples: Sequence[Sample], model: Sequence[float]) -> dict[str, list[f
     }
 
 
+async def tracking_context(http: aiohttp.ClientSession, tenant: str) -> dict[str, Any]:
+    """Place one order through the edge; the chat context that asks about it."""
+    body = {"message": "I want a mug", "tenant_id": tenant, "user_id": "u-bench",
+            "context": ORDER}  # fmt: skip
+    async with http.post("/v1/chat/message", json=body) as response:
+        placed = await response.json()
+    async with http.get(f"/v1/tenants/{tenant}/runs/{placed['runId']}") as response:
+        return {"order_id": (await response.json())["run"]["output"]["order_id"]}
+
+
 async def bench(platform: Platform, requests: int) -> dict[str, Any]:
     """Warm up, then measure concurrency 1 and 32; the figures."""
     tenant, secret = await provision(platform)
@@ -194,13 +204,7 @@ async def bench(platform: Platform, requests: int) -> dict[str, Any]:
     async with aiohttp.ClientSession(
         platform.edge_url, headers=headers, connector=connector
     ) as http:
-        body = {"message": "I want a mug", "tenant_id": tenant, "user_id": "u-bench",
-                "context": ORDER}  # fmt: skip
-        async with http.post("/v1/chat/message", json=body) as response:
-            placed = await response.json()
-        async with http.get(f"/v1/tenants/{tenant}/runs/{placed['runId']}") as response:
-            order_id = (await response.json())["run"]["output"]["order_id"]
-        context = {"order_id": order_id}
+        context = await tracking_context(http, tenant)
         await phase(http, tenant, context, 40, 4)  # warm-up
         one, _ = await phase(http, tenant, context, requests, 1)
         await asyncio.sleep(1.0)  # let the outbox relay and recovery loop settle

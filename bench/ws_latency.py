@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._stats import percentile, print_table
-from bench.chat_e2e import ORDER, provision
+from bench.chat_e2e import provision, tracking_context
 from services.kit.devstack import Platform
 from supportmesh.realtime.v1 import realtime_service_pb2 as pb
 from supportmesh.realtime.v1 import realtime_service_pb2_grpc as pb_grpc
@@ -123,13 +123,7 @@ async def bench(platform: Platform, connections: int, messages: int) -> None:
     """Warm up, then measure both transports at concurrency 1 and ``connections``."""
     tenant, secret = await provision(platform)
     async with aiohttp.ClientSession(platform.edge_url, headers={"x-api-key": secret}) as http:
-        body = {"message": "I want a mug", "tenant_id": tenant, "user_id": "u-bench",
-                "context": ORDER}  # fmt: skip
-        async with http.post("/v1/chat/message", json=body) as response:
-            placed = await response.json()
-        async with http.get(f"/v1/tenants/{tenant}/runs/{placed['runId']}") as response:
-            order_id = (await response.json())["run"]["output"]["order_id"]
-    context = {"order_id": order_id}
+        context = await tracking_context(http, tenant)
     async with grpc.aio.insecure_channel(platform.edge_url.removeprefix("http://")) as channel:
         stub = pb_grpc.RealtimeServiceStub(channel)
 

@@ -93,7 +93,6 @@ class Connection:
         self.sending = False
         self._acked = asyncio.Event()
         self._unacked: deque[int] = deque()  # sequences sent and not acknowledged yet
-        self._fed = asyncio.Event()
 
     def _count_drop(self, action: str) -> None:
         self.rt.metrics.drops.labels(action).inc()
@@ -126,7 +125,6 @@ class Connection:
         if event.sequence > self.cursor:
             self.outbox.put(event)
             self.cursor = event.sequence
-            self._fed.set()
 
     async def feed(self, after: int) -> None:
         """Fill the outbox with the session's events after ``after``, until cancelled."""
@@ -134,7 +132,6 @@ class Connection:
         self.cursor = after
         try:
             await self._catch_up()
-            self._fed.set()
             while True:
                 try:
                     await self._follow(queue)

@@ -39,7 +39,3 @@ class Hub:
         """Hand a logged event (sequence set) to every local subscriber of the session."""
         for queue in self._subscribers.get(key, ()):
             queue.put_nowait(event)
-
-    def sessions(self) -> int:
-        """Sessions with at least one local subscriber."""
-        return len(self._subscribers)
