@@ -10,12 +10,16 @@ Two parts, on the embedded default (qdrant-edge in-process, the packaged MiniLM 
    terms of generated support passages; every tenant holds the same passages, as shops with
    similar help centres do, each under its own tenant id) is queried with ``--queries``
    questions per tenant. Reported side by side: the tenant-filtered qdrant-edge dense query
-   (plain segments, then after ``optimize()`` builds HNSW), the hybrid dense + BM25 query the
-   service runs for passages, a brute-force exact numpy search over the tenant's matrix (the
-   baseline, and the ground truth for recall@10), the query embedding alone, and the whole
+   (plain segments, then after ``optimize()`` builds HNSW), the hybrid query (dense, BM25
+   and lead rankings) the service runs for passages, a brute-force exact numpy search over
+   the tenant's matrix (the baseline, and the ground truth for recall@10), the query
+   embedding alone, and the whole
    Search path (query embedding, passages and FAQ queries, tenant settings): new queries one
    at a time, new queries from ``--clients`` concurrent callers (they share encoding passes),
    and repeated queries (served from the query-vector cache).
+
+``--precision float32`` runs the local model in float32 (the baseline of ``auto``, which
+picks bfloat16 where the CPU computes it natively: see services.knowledge.minilm).
 
 Goals: search p95 ≤ 20 ms, ingestion ≥ 50 chunks/s on 2 cores. Figures, not a verdict.
 Run it as ``.venv/bin/python bench/knowledge_load.py`` (about 3 minutes with defaults).
@@ -195,6 +199,7 @@ async def _index(
                 Point(str(uuid.uuid4()), matrix[i].tolist(), {
                     "tenant_id": tenant, "document_id": f"d{i // 10}", "revision": 1,
                     "kind": "chunk", "chunk_id": f"c{i}", "text": texts[i], "labels": {},
+                    "position": i % 10,
                 }, terms[i])
                 for i in range(start, min(start + 1000, len(texts)))
             ])  # fmt: skip
@@ -208,7 +213,9 @@ async def _index_rows(
 ) -> list[list[float | int | str]]:  # fmt: skip
     rows: list[list[float | int | str]] = []
     lexical = Lexical()
-    variants = ("dense, plain segments", "dense, after optimize (HNSW)", "hybrid dense + BM25")
+    variants = (
+        "dense, plain segments", "dense, after optimize (HNSW)", "hybrid: dense + BM25 + leads"
+    )  # fmt: skip
     for label in variants:
         if "optimize" in label:
             started = time.perf_counter()
@@ -326,8 +333,10 @@ async def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--skip-ingestion", action="store_true")
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
     args = parser.parse_args()
-    embedder = LocalEmbedder()
+    embedder = LocalEmbedder(precision=args.precision)
+    print(f"local model precision: {args.precision} -> {await embedder.precision()}")
     await embedder.embed(["warm up"])
     await embedder.embed_queries(["warm up"])
     with tempfile.TemporaryDirectory() as directory:

@@ -8,8 +8,9 @@ wrote it. Questions: bench/data/retrieval/questions.jsonl, each with the documen
 of the passage that answers it (see the README there for how they were written).
 
 The pipeline is the service's own: media.read (Markdown), chunking, MiniLM embeddings, BM25
-terms, qdrant-edge with the tenant filter. Two rankings side by side: dense vectors alone
-(the baseline) and the service's hybrid search (dense and BM25 fused by reciprocal rank).
+terms, qdrant-edge with the tenant filter. Three rankings side by side: dense vectors alone
+(the baseline), dense and BM25 fused by reciprocal rank, and the service's search, which adds
+the document ranking by lead passages (see services.knowledge.index).
 
 Strict relevance (recall@5, MRR@10): a retrieved passage counts when it comes from the
 question's document and contains the quote (or, when a chunk boundary cut the quote, either
@@ -42,7 +43,7 @@ from bench._stats import percentile, print_table
 from services.knowledge import media
 from services.knowledge.edge_index import EdgeIndex
 from services.knowledge.embeddings import LocalEmbedder
-from services.knowledge.index import Point, Query
+from services.knowledge.index import LEADS, Point, Query
 from services.knowledge.lexical import Lexical
 from services.knowledge.worker import ChunkingConfig, entries, passage_terms
 
@@ -135,28 +136,37 @@ async def main() -> None:
     parser.add_argument("--chunk-tokens", type=int, default=ChunkingConfig().max_tokens)
     parser.add_argument("--overlap", type=int, default=ChunkingConfig().overlap)
     parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
     args = parser.parse_args()
     questions = [Question(**json.loads(line)) for line in QUESTIONS.read_text().splitlines()]
     documents = corpus()
     missing = sorted({q.document for q in questions} - set(documents))
     if missing:
         raise SystemExit(f"questions name documents not in the corpus: {missing}")
-    embedder, lexical = LocalEmbedder(), Lexical()
+    embedder, lexical = LocalEmbedder(precision=args.precision), Lexical()
     config = ChunkingConfig(args.chunk_tokens, args.overlap)
     texts: list[str] = []
     payloads: list[dict[str, Any]] = []
     for name, markdown in documents.items():
         blocks = media.read(media.MARKDOWN, markdown.encode())
-        for text, (kind, chunk_id, extra) in entries("ARTICLE", name, blocks, config):
+        for number, (text, (kind, chunk_id, extra)) in enumerate(
+            entries("ARTICLE", name, blocks, config)
+        ):
             texts.append(text)
             payloads.append({"tenant_id": TENANT, "document_id": name, "kind": kind,
-                             "chunk_id": chunk_id, "revision": 1, **extra})  # fmt: skip
+                             "chunk_id": chunk_id, "revision": 1, "position": number,
+                             **extra})  # fmt: skip
     terms = passage_terms(lexical, [(t, ("chunk", "", {})) for t in texts])
     started = time.perf_counter()
     vectors = await embedder.embed(texts)
     embed_s = time.perf_counter() - started
-    rankings = [Scores("dense only (baseline)"), Scores("hybrid: dense + BM25, RRF")]
-    latencies: list[list[float]] = [[], []]
+    precision = await embedder.precision()
+    rankings = [
+        Scores("dense only (baseline)"),
+        Scores("dense + BM25, RRF"),
+        Scores("dense + BM25 + lead documents (service)"),
+    ]
+    latencies: list[list[float]] = [[] for _ in rankings]
     with tempfile.TemporaryDirectory() as directory:
         index = EdgeIndex(Path(directory))
         await index.open(embedder.model, embedder.dimension)
@@ -168,7 +178,10 @@ async def main() -> None:
         for question, vector in zip(questions, query_vectors, strict=True):
             asked = lexical.query(question.question)
             for number, scores in enumerate(rankings):
-                query = Query(TENANT, vector.tolist(), "chunk", 10, terms=asked if number else None)
+                query = Query(
+                    TENANT, vector.tolist(), "chunk", 10, terms=asked if number else None,
+                    documents=LEADS if number == 2 else 0,
+                )  # fmt: skip
                 began = time.perf_counter()
                 found = await index.search(query)
                 latencies[number].append((time.perf_counter() - began) * 1000)
@@ -176,17 +189,19 @@ async def main() -> None:
         await index.close()
     embedder.close()
     n = len(questions)
-    print(f"\ncorpus: scikit-learn {PINNED_SKLEARN} docstrings, {len(documents)} documents, "
-          f"{len(texts)} chunks (≤{config.max_tokens} tokens, overlap {config.overlap}), "
-          f"embedded in {embed_s:.1f}s ({len(texts) / embed_s:.0f} chunks/s)")  # fmt: skip
+    print(
+        f"\ncorpus: scikit-learn {PINNED_SKLEARN} docstrings, {len(documents)} documents, "
+        f"{len(texts)} chunks (≤{config.max_tokens} tokens, overlap {config.overlap}), "
+        f"embedded in {embed_s:.1f}s ({len(texts) / embed_s:.0f} chunks/s, {precision})"
+    )
     print_table(
         ["ranking", "questions", "recall@5", "MRR@10", "doc recall@5", "index p50 ms", "goal"],
         [s.row(n, percentile(sorted(t), 50)) for s, t in zip(rankings, latencies, strict=True)],
     )
-    base, hybrid = rankings
-    print(f"  hybrid / dense recall@5: {hybrid.hits5 / max(base.hits5, 1):.2f}x")
+    base, hybrid = rankings[0], rankings[-1]
+    print(f"  service / dense recall@5: {hybrid.hits5 / max(base.hits5, 1):.2f}x")
     if args.show_misses:
-        print("\nmissed by the hybrid ranking (question -> top 3 documents):")
+        print("\nmissed by the service's ranking (question -> top 3 documents):")
         for line in hybrid.misses:
             print(line)
 

@@ -22,6 +22,7 @@ from services.knowledge.embeddings import Embedder, LocalEmbedder, OpenAIEmbedde
 from services.knowledge.index import VectorIndex
 from services.knowledge.ingest import Ingestion, Limits
 from services.knowledge.lexical import Lexical
+from services.knowledge.minilm import Precision
 from services.knowledge.qdrant_index import QdrantIndex
 from services.knowledge.query_vectors import QueryVectors
 from services.knowledge.search import Searcher
@@ -61,6 +62,9 @@ class KnowledgeSettings(ServiceSettings):
     embeddings_dimension: int = Field(1536, description="Endpoint's vector length.")
     embeddings_api_key: str = Field("", description="Endpoint's API key.")
     embed_threads: int = Field(1, description="Torch threads per local model call.")
+    embed_precision: Precision = Field(
+        "auto", description="Local model weights: bfloat16 where the CPU has it natively (auto)."
+    )
     embed_bulk_threads: int = Field(
         2, description="Threads encoding document chunks in parallel (queries have their own)."
     )
@@ -91,7 +95,11 @@ def make_embedder(settings: KnowledgeSettings) -> Embedder:
             settings.embeddings_dimension,
             settings.embeddings_api_key,
         )
-    return LocalEmbedder(threads=settings.embed_threads, bulk_threads=settings.embed_bulk_threads)
+    return LocalEmbedder(
+        threads=settings.embed_threads,
+        bulk_threads=settings.embed_bulk_threads,
+        precision=settings.embed_precision,
+    )
 
 
 def make_index(settings: KnowledgeSettings) -> VectorIndex:

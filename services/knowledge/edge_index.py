@@ -25,6 +25,7 @@ from services.knowledge.index import (
     DENSE,
     DOCUMENT,
     KIND,
+    POSITION,
     REVISION,
     TENANT,
     TERMS,
@@ -36,7 +37,7 @@ from services.knowledge.index import (
     Removal,
     check_meta,
     collection_name,
-    cosine,
+    cosines,
     fuse,
     label_key,
 )
@@ -47,10 +48,12 @@ def _match(key: str, value: str | int) -> qe.FieldCondition:
     return qe.FieldCondition(key, match=qe.MatchValue(value))
 
 
-def query_filter(query: Query) -> qe.Filter:
-    """The tenant, kind and label conditions of a query."""
+def query_filter(query: Query, *, leads: bool = False) -> qe.Filter:
+    """The tenant, kind and label conditions of a query (and lead passages only, if asked)."""
     must: list[qe.FieldCondition] = [_match(TENANT, query.tenant_id), _match(KIND, query.kind)]
     must += [_match(label_key(key), value) for key, value in sorted(query.labels.items())]
+    if leads:
+        must.append(_match(POSITION, 0))
     return qe.Filter(must=list(must))
 
 
@@ -69,7 +72,7 @@ def point_vectors(point: Point) -> dict[str, list[float] | qe.SparseVector | lis
 
 
 def query_requests(query: Query) -> list[qe.QueryRequest]:
-    """Nearest dense neighbours; with terms, also the best BM25 matches (with their vectors)."""
+    """Nearest dense neighbours; with terms, also BM25's best (with vectors) and the leads."""
     where = query_filter(query)
     dense = [float(x) for x in query.vector]
     requests = [
@@ -91,6 +94,15 @@ def query_requests(query: Query) -> list[qe.QueryRequest]:
                 with_vector=[DENSE, TERMS],
             )
         )
+    if query.terms is not None and query.documents > 0:
+        requests.append(
+            qe.QueryRequest(
+                limit=query.documents,
+                query=qe.Query.Nearest(dense, using=DENSE),
+                filter=query_filter(query, leads=True),
+                with_payload=[DOCUMENT],
+            )
+        )
     return requests
 
 
@@ -104,14 +116,22 @@ def removal_filter(removal: Removal) -> qe.Filter:
     return qe.Filter(must=list(must))
 
 
-def _candidate(query: Query, point: qe.ScoredPoint) -> Candidate:
-    """A BM25 hit with its cosine score and its terms, from the vectors it came back with."""
-    vectors = point.vector if isinstance(point.vector, dict) else {}
-    dense, terms = vectors.get(DENSE), vectors.get(TERMS)
-    if not isinstance(dense, list) or not isinstance(terms, qe.SparseVector):
-        raise RuntimeError("the index returned a BM25 hit without its vectors")
-    score = cosine(query.vector, [float(x) for x in dense])  # type: ignore[arg-type]
-    return Candidate(str(point.id), score, point.payload or {}, frozenset(terms.indices))
+def lexical_candidates(query: Query, points: Sequence[qe.ScoredPoint]) -> list[Candidate]:
+    """BM25 hits with their cosine scores and terms, from the vectors they came back with."""
+    dense: list[Any] = []
+    terms: list[qe.SparseVector] = []
+    for point in points:
+        vectors = point.vector if isinstance(point.vector, dict) else {}
+        found, sparse = vectors.get(DENSE), vectors.get(TERMS)
+        if not isinstance(found, list) or not isinstance(sparse, qe.SparseVector):
+            raise RuntimeError("the index returned a BM25 hit without its vectors")
+        dense.append(found)
+        terms.append(sparse)
+    scores = cosines(query.vector, dense)
+    return [
+        Candidate(str(p.id), score, p.payload or {}, frozenset(t.indices))
+        for p, score, t in zip(points, scores, terms, strict=True)
+    ]
 
 
 class EdgeIndex:
@@ -157,6 +177,7 @@ class EdgeIndex:
         )
         for name in (DOCUMENT, KIND):
             shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
+        shard.update(qe.UpdateOperation.create_field_index(POSITION, qe.PayloadSchemaType.Integer))
         shard.update(qe.UpdateOperation.create_field_index(REVISION, qe.PayloadSchemaType.Integer))
         shard.flush()
         meta = IndexMeta(model, dimension, uuid.uuid4().hex)
@@ -188,8 +209,8 @@ class EdgeIndex:
         dense = [Candidate(str(p.id), float(p.score), p.payload or {}) for p in found[0]]
         if query.terms is None:
             return [Hit(c.id, c.score, c.payload) for c in dense]
-        lexical = [_candidate(query, p) for p in found[1]]
-        return fuse(query, dense, lexical)
+        leads = [Candidate(str(p.id), p.score, p.payload or {}) for r in found[2:] for p in r]
+        return fuse(query, dense, lexical_candidates(query, found[1]), leads)
 
     async def count(self, tenant_id: str, document_id: str = "") -> int:
         """Points of a tenant (or of one of its documents)."""

@@ -21,7 +21,7 @@ import numpy as np
 from services.kit import errors
 from services.knowledge.minilm import DIMENSION as LOCAL_DIMENSION
 from services.knowledge.minilm import MODEL_NAME as LOCAL_MODEL
-from services.knowledge.minilm import MiniLM, Vectors
+from services.knowledge.minilm import MiniLM, Precision, Vectors
 from supportmesh.common.v1 import errors_pb2
 
 __all__ = ["LOCAL_DIMENSION", "LOCAL_MODEL", "Embedder", "LocalEmbedder", "OpenAIEmbedder"]
@@ -66,10 +66,16 @@ class LocalEmbedder:
     """
 
     def __init__(
-        self, threads: int = 1, bulk_threads: int = 2, query_threads: int = 2, min_part: int = 4
+        self,
+        threads: int = 1,
+        bulk_threads: int = 2,
+        query_threads: int = 2,
+        min_part: int = 4,
+        precision: Precision = "auto",
     ) -> None:
         """``threads`` torch threads per call; ``bulk_threads`` and ``query_threads`` lanes."""
         self._threads = threads
+        self._precision: Precision = precision
         self._min_part = max(1, min_part)
         self._model: MiniLM | None = None
         self._loading: asyncio.Task[MiniLM] | None = None
@@ -87,10 +93,16 @@ class LocalEmbedder:
         """Length of every vector."""
         return LOCAL_DIMENSION
 
+    async def precision(self) -> Precision:
+        """The precision the loaded model computes in (``auto`` resolved)."""
+        return (await self._ready()).precision
+
     def start_loading(self) -> None:
         """Begin loading the model in a thread (call from a running event loop)."""
         if self._model is None and self._loading is None:
-            self._loading = asyncio.create_task(asyncio.to_thread(MiniLM, self._threads))
+            self._loading = asyncio.create_task(
+                asyncio.to_thread(MiniLM, self._threads, self._precision)
+            )
 
     async def _ready(self) -> MiniLM:
         if self._model is None:

@@ -16,6 +16,12 @@ BM25 term vector (``terms``, IDF applied by the index); a query with terms asks 
 rankings in one call and :func:`fuse` merges them by reciprocal rank (RRF). The score a hit
 carries is always the cosine similarity of its dense vector to the query, so thresholds keep
 their meaning.
+
+A third ranking is of documents: each document's first passage (``position`` 0, its lead: the
+title and opening, which say what the document is about) stands for the document, and the
+same call asks for the leads nearest the query. A passage whose document ranks there gets
+that rank's vote too, so a passage of the document that is *about* the question outranks one
+that merely mentions it (a "see also" line, a reference, another product's comparison).
 """
 
 from __future__ import annotations
@@ -33,14 +39,16 @@ TENANT = "tenant_id"
 DOCUMENT = "document_id"
 REVISION = "revision"
 KIND = "kind"
+POSITION = "position"  # a passage's place in its document: 0 is the lead
 LABELS = "labels"
 PointKind = Literal["chunk", "faq"]
 DENSE = "dense"
 TERMS = "terms"
-LAYOUT = "hybrid"  # the vectors every point has: a change of layout is a new collection
+LAYOUT = "hybrid-lead"  # vectors and ranked fields of a point: a new layout is a new collection
 FUSION_K = 20  # RRF's k: how fast a ranking's weight falls with rank
 MIN_SHARED_TERMS = 2  # query terms a passage must share for the BM25 ranking to count it
 CANDIDATES = 40  # how many hits each ranking contributes to the fusion, at least
+LEADS = 10  # documents the lead ranking contributes
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class Query:
     labels: Mapping[str, str] = field(default_factory=dict)
     min_score: float | None = None
     terms: Terms | None = None
+    documents: int = LEADS  # documents the lead ranking of a hybrid query brings (0: none)
 
     @property
     def candidates(self) -> int:
@@ -137,11 +146,15 @@ def collection_name(model: str, dimension: int) -> str:
     return f"knowledge_{slug}_{dimension}_{LAYOUT}"
 
 
-def cosine(query: Sequence[float], vector: Sequence[float]) -> float:
-    """Cosine similarity of two vectors."""
-    a, b = np.asarray(query, np.float64), np.asarray(vector, np.float64)
-    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(a @ b) / norms if norms else 0.0
+def cosines(query: Sequence[float], vectors: Sequence[Sequence[float]]) -> list[float]:
+    """Cosine similarity of the query to each of ``vectors`` (one matrix product)."""
+    if not vectors:
+        return []
+    matrix = np.asarray(vectors, np.float32)
+    a = np.asarray(query, np.float32)
+    norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(a))
+    dots = matrix @ a
+    return [float(d / n) if n else 0.0 for d, n in zip(dots, norms, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -154,13 +167,20 @@ class Candidate:
     terms: frozenset[int] = frozenset()
 
 
-def fuse(query: Query, dense: Sequence[Candidate], lexical: Sequence[Candidate]) -> list[Hit]:
-    """Reciprocal rank fusion of the dense and the BM25 rankings, scored by cosine.
+def fuse(
+    query: Query,
+    dense: Sequence[Candidate],
+    lexical: Sequence[Candidate],
+    leads: Sequence[Candidate] = (),
+) -> list[Hit]:
+    """Reciprocal rank fusion of the dense, BM25 and document rankings, scored by cosine.
 
     A passage sharing a single word with a longer query is weak lexical evidence (in "how
     long does delivery abroad take", a passage on domestic shipping shares only "take"), so
     the BM25 ranking votes only for passages sharing at least ``MIN_SHARED_TERMS`` of the
-    query's terms (every term of a shorter query). Ties go to the closer meaning.
+    query's terms (every term of a shorter query). ``leads`` ranks documents by their lead
+    passage: every candidate of a ranked document gets that rank's vote (it adds no
+    candidates of its own). Ties go to the closer meaning.
     """
     asked = frozenset(query.terms.indices) if query.terms is not None else frozenset()
     needed = min(MIN_SHARED_TERMS, len(asked))
@@ -171,6 +191,13 @@ def fuse(query: Query, dense: Sequence[Candidate], lexical: Sequence[Candidate])
         for rank, candidate in enumerate(ranking):
             votes[candidate.id] = votes.get(candidate.id, 0.0) + 1.0 / (FUSION_K + rank + 1)
             found.setdefault(candidate.id, candidate)
+    documents: dict[Any, int] = {}
+    for lead in leads:
+        documents.setdefault(lead.payload.get(DOCUMENT), len(documents))
+    for pid, candidate in found.items():
+        document_rank = documents.get(candidate.payload.get(DOCUMENT))
+        if document_rank is not None:
+            votes[pid] += 1.0 / (FUSION_K + document_rank + 1)
     order = sorted(votes, key=lambda pid: (-votes[pid], -found[pid].score))
     hits = [Hit(pid, found[pid].score, found[pid].payload) for pid in order]
     if query.min_score is not None:

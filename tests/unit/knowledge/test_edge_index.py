@@ -98,3 +98,46 @@ async def test_hybrid_search_finds_exact_words_the_vectors_miss(tmp_path: Path) 
         assert len(cut) == 2
     finally:
         await index.close()
+
+
+def _article(tenant: str, document: str, texts: list[tuple[str, list[float]]]) -> list[Point]:
+    lexical = Lexical()
+    return [
+        Point(str(uuid.uuid4()), vector, {
+            "tenant_id": tenant, "document_id": document, "revision": 1, "kind": "chunk",
+            "position": position, "text": text,
+        }, lexical.passage(text))
+        for position, (text, vector) in enumerate(texts)
+    ]  # fmt: skip
+
+
+async def test_the_document_whose_lead_matches_outranks_a_passing_mention(tmp_path: Path) -> None:
+    lexical = Lexical()
+    index = EdgeIndex(tmp_path)
+    await index.open("m", 3)
+    try:
+        await index.upsert([
+            *_article("a", "descaling", [
+                ("How to descale your espresso machine.", [1.0, 0.0, 0.0]),
+                ("Mix one part vinegar with two parts water.", [0.6, 0.8, 0.0]),
+            ]),
+            *_article("a", "warranty", [
+                ("What the warranty covers.", [0.0, 0.0, 1.0]),
+                ("See also: vinegar and water for descaling.", [0.7, 0.7, 0.0]),
+            ]),
+            # another tenant's lead of the same topic must not lend its vote
+            *_article("b", "warranty", [("How to descale", [1.0, 0.0, 0.0])]),
+        ])  # fmt: skip
+        terms = lexical.query("descale with vinegar and water")
+        query = [0.7, 0.7, 0.1]
+        plain = await index.search(Query("a", query, "chunk", 2, terms=terms, documents=0))
+        assert plain[0].payload["document_id"] == "warranty"  # the mention is closest
+        # the best-matching lead votes (of two documents here; of ten among many by default)
+        ranked = await index.search(Query("a", query, "chunk", 2, terms=terms, documents=1))
+        assert [h.payload["text"] for h in ranked] == [
+            "Mix one part vinegar with two parts water.",
+            "See also: vinegar and water for descaling.",
+        ]
+        assert {h.payload["tenant_id"] for h in ranked} == {"a"}
+    finally:
+        await index.close()

@@ -1,8 +1,8 @@
-"""Reciprocal rank fusion of the dense and BM25 rankings, and the scores hits keep."""
+"""Reciprocal rank fusion of the dense, BM25 and document rankings, and the scores hits keep."""
 
 from __future__ import annotations
 
-from services.knowledge.index import Candidate, Query, cosine, fuse
+from services.knowledge.index import Candidate, Query, cosines, fuse
 from services.knowledge.lexical import Terms
 
 ASKED = Terms((1, 2, 3, 4), (1.0, 1.0, 1.0, 1.0))
@@ -12,8 +12,8 @@ def _query(**fields: object) -> Query:
     return Query("t", [1.0, 0.0], "chunk", 3, terms=ASKED, **fields)  # type: ignore[arg-type]
 
 
-def _c(pid: str, score: float, *terms: int) -> Candidate:
-    return Candidate(pid, score, {"id": pid}, frozenset(terms))
+def _c(pid: str, score: float, *terms: int, document: str = "") -> Candidate:
+    return Candidate(pid, score, {"id": pid, "document_id": document or pid}, frozenset(terms))
 
 
 def test_a_passage_both_rankings_like_comes_first() -> None:
@@ -43,6 +43,22 @@ def test_the_limit_applies_after_fusion() -> None:
     assert len(fuse(_query(), dense, [])) == 3
 
 
-def test_cosine() -> None:
-    assert cosine([2.0, 0.0], [1.0, 0.0]) == 1.0
-    assert cosine([0.0, 0.0], [1.0, 0.0]) == 0.0
+def test_a_passage_of_the_document_the_leads_rank_outranks_one_that_mentions_the_topic() -> None:
+    # "see also" of another document names the topic; the topic's own document has a lead
+    dense = [_c("see-also", 0.8, document="other"), _c("own-c3", 0.7, document="topic")]
+    assert [h.id for h in fuse(_query(), dense, [])][:1] == ["see-also"]
+    leads = [_c("topic-c0", 0.6, document="topic")]  # "other" is about something else
+    assert [h.id for h in fuse(_query(), dense, [], leads)] == ["own-c3", "see-also"]
+
+
+def test_leads_vote_but_bring_no_passages_of_their_own() -> None:
+    dense = [_c("a", 0.9, document="d1")]
+    leads = [_c("d2-c0", 0.9, document="d2"), _c("d1-c0", 0.5, document="d1")]
+    hits = fuse(_query(), dense, [], leads)
+    assert [(h.id, h.score) for h in hits] == [("a", 0.9)]
+
+
+def test_cosines() -> None:
+    assert cosines([2.0, 0.0], [[1.0, 0.0], [0.0, 3.0], [0.0, 0.0]]) == [1.0, 0.0, 0.0]
+    assert cosines([0.0, 0.0], [[1.0, 0.0]]) == [0.0]
+    assert cosines([1.0, 0.0], []) == []

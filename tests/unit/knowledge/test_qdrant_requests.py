@@ -51,7 +51,7 @@ def test_the_collection_follows_the_multitenancy_guide() -> None:
     assert isinstance(tenant_schema, models.KeywordIndexParams)
     assert tenant_schema.is_tenant is True
     assert collection_name(meta.model, 384) == (
-        "knowledge_sentence-transformers-all-minilm-l6-v2_384_hybrid"
+        "knowledge_sentence-transformers-all-minilm-l6-v2_384_hybrid-lead"
     )
 
 
@@ -68,15 +68,24 @@ def test_points_carry_their_payload_and_terms() -> None:
     }  # fmt: skip
 
 
-def test_a_hybrid_query_asks_dense_and_bm25_rankings_inside_the_tenant() -> None:
+def test_a_hybrid_query_asks_dense_bm25_and_lead_rankings_inside_the_tenant() -> None:
     query = Query("acme", [0.1, 0.2], "chunk", 5, terms=Terms((3,), (1.0,)))
-    dense, lexical = qdrant_index.query_requests(query)
+    dense, lexical, leads = qdrant_index.query_requests(query)
     assert dense.using == "dense"
     assert lexical.using == "terms"
     assert lexical.query == models.SparseVector(indices=[3], values=[1.0])
     assert dense.filter == lexical.filter == qdrant_index.query_filter(query)
     assert dense.limit == lexical.limit == query.candidates
     assert lexical.with_vector == ["dense", "terms"]  # cosine scores and shared terms
+    assert (leads.using, leads.limit, leads.with_payload) == ("dense", 10, ["document_id"])
+    assert leads.filter == qdrant_index.query_filter(query, leads=True)
+    assert isinstance(leads.filter, models.Filter)
+    assert isinstance(leads.filter.must, list)
+    assert leads.filter.must[-1] == models.FieldCondition(
+        key="position", match=models.MatchValue(value=0)
+    )
+    no_leads = Query("acme", [0.1, 0.2], "chunk", 5, terms=Terms((3,), (1.0,)), documents=0)
+    assert len(qdrant_index.query_requests(no_leads)) == 2
 
 
 def test_a_query_without_terms_is_dense_only() -> None:
