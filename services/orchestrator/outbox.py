@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Sequence
 
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
@@ -35,11 +36,25 @@ _MARK = text("UPDATE app.event_outbox SET sent_at = now() WHERE seq = ANY(:seqs)
 
 async def add(connection: AsyncConnection, subject: str, event: Message, event_id: str = "") -> str:
     """Queue ``event`` on ``subject`` in the current transaction; returns its event id."""
-    event_id = event_id or uuid.uuid4().hex
-    await connection.execute(
-        _INSERT, {"id": event_id, "subject": subject, "payload": event.SerializeToString()}
-    )
-    return event_id
+    (found,) = await add_many(connection, [(subject, event, event_id)])
+    return found
+
+
+async def add_many(
+    connection: AsyncConnection, items: Sequence[tuple[str, Message, str]]
+) -> list[str]:
+    """Queue ``(subject, event, event id)`` items in order, in one round trip; their ids."""
+    rows = [
+        {
+            "id": event_id or uuid.uuid4().hex,
+            "subject": subject,
+            "payload": event.SerializeToString(),
+        }
+        for subject, event, event_id in items
+    ]
+    if rows:
+        await connection.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
+    return [str(row["id"]) for row in rows]
 
 
 class Relay:

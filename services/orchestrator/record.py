@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kit import events
@@ -55,12 +56,12 @@ async def started(
     connection: AsyncConnection, tenant_id: str, run_id: str, workflow: str, version: str
 ) -> None:
     """Queue agent.run.requested and agent.run.started for a new run."""
-    for subject, status in (
-        (events.AGENT_RUN_REQUESTED, "QUEUED"),
-        (events.AGENT_RUN_STARTED, "RUNNING"),
-    ):
-        event = run_event(tenant_id, run_id, workflow, version, status)
-        await outbox.add(connection, subject, event, f"{run_id}:{subject}")
+    await outbox.add_many(connection, [
+        (subject, run_event(tenant_id, run_id, workflow, version, status), f"{run_id}:{subject}")
+        for subject, status in (
+            (events.AGENT_RUN_REQUESTED, "QUEUED"), (events.AGENT_RUN_STARTED, "RUNNING"),
+        )
+    ])  # fmt: skip
 
 
 def metrics(view: RunView, latency_ms: int) -> dict[str, Any]:
@@ -116,13 +117,16 @@ async def finished(
         steps = len(view.steps)
         await outbox.add(connection, events.AGENT_RUN_WAITING, event, f"{view.run_id}:wait:{steps}")
         return
-    await outbox.add(connection, events.AGENT_RUN_COMPLETED, event, f"{view.run_id}:completed")
+    queued: list[tuple[str, Message, str]] = [
+        (events.AGENT_RUN_COMPLETED, event, f"{view.run_id}:completed")
+    ]
     for meter, quantity in (("tokens", float(view.tokens)), ("cost_usd", view.cost_usd)):
         usage = events_pb2.UsageMeteredEvent(
             tenant_id=view.tenant_id, meter=meter, quantity=quantity, source_id=view.run_id,
             tier=tier(view.tier), occur_time=_now(),
         )  # fmt: skip
-        await outbox.add(connection, events.USAGE_METERED, usage, f"{view.run_id}:usage:{meter}")
+        queued.append((events.USAGE_METERED, usage, f"{view.run_id}:usage:{meter}"))
+    await outbox.add_many(connection, queued)
 
 
 def new_run_id() -> str:
