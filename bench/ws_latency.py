@@ -8,8 +8,15 @@ concurrency (1 and ``--connections``), every connection opens a session and send
 ``--messages`` messages one after another; per message it records the time to the first
 token delta and to the final message. The same conversation runs over WebSocket (Envoy →
 edge bridge → realtime) and over native gRPC (Envoy → realtime), so the ratio isolates what
-the WebSocket bridge costs. It prints figures against the goals, not a verdict. Run it as
-``.venv/bin/python bench/ws_latency.py``.
+the WebSocket bridge costs.
+
+Back to back, ``--connections`` clients keep the platform saturated: each answer waits for
+the ones ahead of it, so latency is connections / throughput (Little's law) and the phase
+measures capacity. A last phase holds the same number of WebSocket connections the way
+people do: each sends a message, reads the answer and pauses (``--think-s`` on average,
+exponentially distributed) before the next, so the offered load is connections / think time.
+It also prints the CPU each process spent per answer. Figures against the goals, not a
+verdict. Run it as ``.venv/bin/python bench/ws_latency.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import asyncio
 import json
 import logging
+import random
 import sys
 import tempfile
 import time
@@ -33,29 +41,39 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._stats import percentile, print_table
-from bench.chat_e2e import provision, tracking_context
+from bench.chat_e2e import cpu_per_request, cpu_seconds, provision, tracking_context
 from services.kit.devstack import Platform
 from supportmesh.realtime.v1 import realtime_service_pb2 as pb
 from supportmesh.realtime.v1 import realtime_service_pb2_grpc as pb_grpc
 
 GOALS = {"p50": 50.0, "p95": 200.0, "ratio": 1.5}
 QUESTION = "Where is my order?"
+OPEN_LOOP_MESSAGES = 3  # per person in the last phase
 Sample = tuple[float, float]  # (first token ms, final message ms)
 Conversation = Callable[[int], Awaitable[list[Sample]]]
 
 
 async def over_websocket(
-    platform: Platform, secret: str, messages: int, context: dict[str, Any]
+    platform: Platform, secret: str, messages: int, context: dict[str, Any], think_s: float = 0.0
 ) -> list[Sample]:
-    """One WebSocket connection holding ``messages`` exchanges."""
+    """One WebSocket connection holding ``messages`` exchanges, ``think_s`` apart on average.
+
+    With ``think_s`` the client is a person: it waits a random time (exponential, that
+    mean; the first wait uniform over it, so connections do not start in step) before each
+    message. Without, it sends the next message as soon as the answer is complete.
+    """
     found: list[Sample] = []
+    pause = random.Random()
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(platform.websocket_url, headers={"x-api-key": secret}) as ws,
     ):
         await ws.send_json({"open": {"userId": "u-bench"}})
         await ws.receive()  # the greeting heartbeat
-        for _ in range(messages):
+        for number in range(messages):
+            if think_s:
+                wait = pause.uniform(0, think_s) if number == 0 else pause.expovariate(1 / think_s)
+                await asyncio.sleep(wait)
             began = time.perf_counter()
             first = 0.0
             await ws.send_json({"userMessage": {"text": QUESTION, "metadata": context}})
@@ -119,8 +137,8 @@ def row(name: str, samples: Sequence[Sample]) -> list[Any]:
     ]  # fmt: skip
 
 
-async def bench(platform: Platform, connections: int, messages: int) -> None:
-    """Warm up, then measure both transports at concurrency 1 and ``connections``."""
+async def bench(platform: Platform, connections: int, messages: int, think_s: float) -> None:
+    """Warm up, measure both transports at concurrency 1 and ``connections``, then people."""
     tenant, secret = await provision(platform)
     async with aiohttp.ClientSession(platform.edge_url, headers={"x-api-key": secret}) as http:
         context = await tracking_context(http, tenant)
@@ -135,24 +153,56 @@ async def bench(platform: Platform, connections: int, messages: int) -> None:
 
         await run(ws, 4, 5)  # warm-up
         await run(native, 4, 5)
-        rows, figures = [], {}
+        rows, figures, cpu = [], {}, {}
         for concurrency in (1, connections):
             count = messages if concurrency == 1 else max(2, messages // 10)
             for name, converse in (("websocket", ws), ("grpc", native)):
-                began = time.perf_counter()
+                began, before = time.perf_counter(), cpu_seconds()
                 samples = await run(converse, concurrency, count)
-                elapsed = time.perf_counter() - began
+                elapsed, after = time.perf_counter() - began, cpu_seconds()
                 rows.append(row(f"{name} c={concurrency}", samples))
                 figures[(name, concurrency)] = rows[-1]
+                spent = cpu_per_request(before, after, len(samples))
+                cpu[f"{name} c={concurrency}"] = {**spent, "total": sum(spent.values())}
                 print(f"  {name} c={concurrency}: {len(samples) / elapsed:.0f} answers/s")
+        if think_s:
+            # The same connections held by people, who read the answer and think before the
+            # next message: the offered load is connections / think_s messages a second.
+            async def person(n: int) -> list[Sample]:
+                return await over_websocket(platform, secret, n, context, think_s)
+
+            label = f"websocket c={connections} people"
+            began, before = time.perf_counter(), cpu_seconds()
+            samples = await run(person, connections, OPEN_LOOP_MESSAGES)
+            elapsed, after = time.perf_counter() - began, cpu_seconds()
+            rows.append(row(label, samples))
+            figures[("people", connections)] = rows[-1]
+            spent = cpu_per_request(before, after, len(samples))
+            cpu[label] = {**spent, "total": sum(spent.values())}
+            print(f"  {label}: {len(samples)} answers in {elapsed:.0f} s, offered about "
+                  f"{connections / think_s:.0f} messages/s at the start (one per {think_s:.0f} s "
+                  f"per person; fewer as people finish)")  # fmt: skip
     print("Chat through the edge (tracking workflow, embedded responder), ms:")
     print_table(["series", "n", "first p50", "first p95", "final p50", "final p95"], rows, digits=1)
     ws_many, grpc_many = figures[("websocket", connections)], figures[("grpc", connections)]
     ws_one, grpc_one = figures[("websocket", 1)], figures[("grpc", 1)]
     print(f"  WebSocket/gRPC final p50 ratio: c=1 {ws_one[4] / grpc_one[4]:.2f}, "
           f"c={connections} {ws_many[4] / grpc_many[4]:.2f} (goal ≤ {GOALS['ratio']})")  # fmt: skip
-    print(f"  WebSocket c={connections}: final p50 {ws_many[4]:.1f} ms (goal ≤ {GOALS['p50']:.0f})"
-          f", p95 {ws_many[5]:.1f} ms (goal ≤ {GOALS['p95']:.0f})")  # fmt: skip
+    print("CPU ms per answer by process (user + system), 2 cores shared:")
+    names = [n for n, ms in cpu[f"websocket c={connections}"].items() if ms >= 0.05]  # by cost
+    print_table(
+        ["process", *cpu],
+        [[n, *(spent.get(n, 0.0) for spent in cpu.values())] for n in names],
+        digits=2,
+    )
+    goals = f"(goal ≤ {GOALS['p50']:.0f}), p95"
+    print(f"  WebSocket c={connections} back to back: final p50 {ws_many[4]:.1f} ms {goals} "
+          f"{ws_many[5]:.1f} ms (goal ≤ {GOALS['p95']:.0f})")  # fmt: skip
+    if ("people", connections) in figures:
+        people = figures[("people", connections)]
+        print(f"  WebSocket c={connections} people (think {think_s:.0f} s): final p50 "
+              f"{people[4]:.1f} ms (goal ≤ {GOALS['p50']:.0f}), p95 {people[5]:.1f} ms "
+              f"(goal ≤ {GOALS['p95']:.0f})")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,13 +210,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connections", type=int, default=200, help="concurrent connections")
     parser.add_argument("--messages", type=int, default=100, help="messages at concurrency 1")
+    parser.add_argument(
+        "--think-s", type=float, default=20.0,
+        help="mean pause between a person's messages in the last phase (0: skip that phase)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="ws-bench-") as state:
         platform = Platform(state_dir=Path(state), fast=True)
         platform.start()
         try:
-            asyncio.run(bench(platform, args.connections, args.messages))
+            asyncio.run(bench(platform, args.connections, args.messages, args.think_s))
         finally:
             platform.stop()
     return 0
