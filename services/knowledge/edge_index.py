@@ -35,9 +35,9 @@ from services.knowledge.index import (
     Point,
     Query,
     Removal,
+    bm25_candidates,
     check_meta,
     collection_name,
-    cosines,
     fuse,
     label_key,
 )
@@ -116,24 +116,6 @@ def removal_filter(removal: Removal) -> qe.Filter:
     return qe.Filter(must=list(must))
 
 
-def lexical_candidates(query: Query, points: Sequence[qe.ScoredPoint]) -> list[Candidate]:
-    """BM25 hits with their cosine scores and terms, from the vectors they came back with."""
-    dense: list[Any] = []
-    terms: list[qe.SparseVector] = []
-    for point in points:
-        vectors = point.vector if isinstance(point.vector, dict) else {}
-        found, sparse = vectors.get(DENSE), vectors.get(TERMS)
-        if not isinstance(found, list) or not isinstance(sparse, qe.SparseVector):
-            raise RuntimeError("the index returned a BM25 hit without its vectors")
-        dense.append(found)
-        terms.append(sparse)
-    scores = cosines(query.vector, dense)
-    return [
-        Candidate(str(p.id), score, p.payload or {}, frozenset(t.indices))
-        for p, score, t in zip(points, scores, terms, strict=True)
-    ]
-
-
 class EdgeIndex:
     """A :class:`services.knowledge.index.VectorIndex` on a local qdrant-edge shard."""
 
@@ -210,7 +192,9 @@ class EdgeIndex:
         if query.terms is None:
             return [Hit(c.id, c.score, c.payload) for c in dense]
         leads = [Candidate(str(p.id), p.score, p.payload or {}) for r in found[2:] for p in r]
-        return fuse(query, dense, lexical_candidates(query, found[1]), leads)
+        return fuse(
+            query, dense, bm25_candidates(query, found[1], qe.SparseVector, "the index"), leads
+        )
 
     async def count(self, tenant_id: str, document_id: str = "") -> int:
         """Points of a tenant (or of one of its documents)."""

@@ -157,6 +157,29 @@ def cosines(query: Sequence[float], vectors: Sequence[Sequence[float]]) -> list[
     return [float(d / n) if n else 0.0 for d, n in zip(dots, norms, strict=True)]
 
 
+def bm25_candidates(
+    query: Query, points: Sequence[Any], sparse_type: type, source: str
+) -> list[Candidate]:
+    """BM25 hits (an adapter's scored points) with their cosine scores and their terms.
+
+    Each point must have come back with its dense vector and its ``sparse_type`` terms.
+    """
+    dense: list[Sequence[float]] = []
+    terms: list[Any] = []
+    for point in points:
+        vectors = point.vector if isinstance(point.vector, dict) else {}
+        found, sparse = vectors.get(DENSE), vectors.get(TERMS)
+        if not isinstance(found, list) or not isinstance(sparse, sparse_type):
+            raise RuntimeError(f"{source} returned a BM25 hit without its vectors")
+        dense.append(found)
+        terms.append(sparse)
+    scores = cosines(query.vector, dense)
+    return [
+        Candidate(str(p.id), score, p.payload or {}, frozenset(t.indices))
+        for p, score, t in zip(points, scores, terms, strict=True)
+    ]
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A hit of one ranking before fusion: cosine score, and its terms when lexical."""

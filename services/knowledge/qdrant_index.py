@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
@@ -31,9 +30,9 @@ from services.knowledge.index import (
     Point,
     Query,
     Removal,
+    bm25_candidates,
     check_meta,
     collection_name,
-    cosines,
     fuse,
     label_key,
 )
@@ -134,24 +133,6 @@ PAYLOAD_INDEXES: tuple[tuple[str, models.PayloadSchemaType | models.KeywordIndex
 )
 
 
-def lexical_candidates(query: Query, points: Sequence[models.ScoredPoint]) -> list[Candidate]:
-    """BM25 hits with their cosine scores and terms, from the vectors they came back with."""
-    dense: list[Any] = []
-    terms: list[models.SparseVector] = []
-    for point in points:
-        vectors = point.vector if isinstance(point.vector, dict) else {}
-        found, sparse = vectors.get(DENSE), vectors.get(TERMS)
-        if not isinstance(found, list) or not isinstance(sparse, models.SparseVector):
-            raise RuntimeError("the server returned a BM25 hit without its vectors")
-        dense.append(found)
-        terms.append(sparse)
-    scores = cosines(query.vector, dense)
-    return [
-        Candidate(str(p.id), score, p.payload or {}, frozenset(t.indices))
-        for p, score, t in zip(points, scores, terms, strict=True)
-    ]
-
-
 class QdrantIndex:
     """A :class:`services.knowledge.index.VectorIndex` on a Qdrant server."""
 
@@ -211,7 +192,12 @@ class QdrantIndex:
             return [Hit(c.id, c.score, c.payload) for c in dense]
         leads = [Candidate(str(p.id), p.score, p.payload or {})
                  for r in replies[2:] for p in r.points]  # fmt: skip
-        return fuse(query, dense, lexical_candidates(query, replies[1].points), leads)
+        return fuse(
+            query,
+            dense,
+            bm25_candidates(query, replies[1].points, models.SparseVector, "the server"),
+            leads,
+        )
 
     async def count(self, tenant_id: str, document_id: str = "") -> int:
         """Points of a tenant (or of one of its documents)."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from services.knowledge.index import Candidate, Query, cosines, fuse
+from types import SimpleNamespace
+
+import pytest
+
+from services.knowledge.index import Candidate, Query, bm25_candidates, cosines, fuse
 from services.knowledge.lexical import Terms
 
 ASKED = Terms((1, 2, 3, 4), (1.0, 1.0, 1.0, 1.0))
@@ -62,3 +66,13 @@ def test_cosines() -> None:
     assert cosines([2.0, 0.0], [[1.0, 0.0], [0.0, 3.0], [0.0, 0.0]]) == [1.0, 0.0, 0.0]
     assert cosines([0.0, 0.0], [[1.0, 0.0]]) == [0.0]
     assert cosines([1.0, 0.0], []) == []
+
+
+def test_bm25_hits_are_scored_by_cosine_and_must_bring_their_vectors() -> None:
+    vectors = {"dense": [0.0, 2.0], "terms": Terms((1, 2), (1.0, 1.0))}
+    hit = SimpleNamespace(id="a", vector=vectors, payload={"x": 1})
+    (found,) = bm25_candidates(_query(), [hit], Terms, "the index")
+    assert (found.id, found.score, found.terms) == ("a", 0.0, frozenset({1, 2}))
+    bare = SimpleNamespace(id="b", vector=None, payload={})
+    with pytest.raises(RuntimeError, match="the index returned a BM25 hit without its vectors"):
+        bm25_candidates(_query(), [bare], Terms, "the index")
