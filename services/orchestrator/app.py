@@ -73,6 +73,9 @@ class OrchestratorSettings(ServiceSettings):
     lease_s: float = Field(10.0, description="How long a run's lease lasts without renewal.")
     recovery_every_s: float = Field(2.0, description="How often lapsed leases are looked for.")
     outbox_poll_s: float = Field(0.5, description="How often the outbox relay polls.")
+    outbox_settle_s: float = Field(
+        0.02, description="How long a woken outbox relay gathers commits before it reads."
+    )
     usage_sweep_every_s: float = Field(
         30.0, description="How often committed runs' usage is checked for a missed count."
     )
@@ -142,7 +145,7 @@ class OrchestratorApp:
         self._stack.push_async_callback(pool.close)
         nats, js = await events.connect(infra.nats_url)
         self._stack.push_async_callback(nats.close)
-        relay = Relay(engine, js, poll_s=s.outbox_poll_s)
+        relay = Relay(engine, js, poll_s=s.outbox_poll_s, settle_s=s.outbox_settle_s)
         hub = RunHub()
         models = Models(s.tier_models(), hub=hub)
         self._stack.push_async_callback(models.aclose)

@@ -61,10 +61,22 @@ class Relay:
     """Publishes committed outbox rows to JetStream; ``wake`` after a commit to skip the poll."""
 
     def __init__(
-        self, engine: AsyncEngine, js: JetStreamContext, *, poll_s: float = 0.5, batch: int = 200
+        self,
+        engine: AsyncEngine,
+        js: JetStreamContext,
+        *,
+        poll_s: float = 0.5,
+        batch: int = 200,
+        settle_s: float = 0.02,
     ) -> None:
-        """Relay rows of ``engine``'s outbox to ``js``."""
+        """Relay rows of ``engine``'s outbox to ``js``.
+
+        A wake waits ``settle_s`` before reading the outbox, so the commits of that moment
+        (a run writes events at its start, around each tool call and at its end) share one
+        read and one mark instead of one each; events reach JetStream that much later.
+        """
         self._engine, self._js, self._poll_s, self._batch = engine, js, poll_s, batch
+        self._settle_s = settle_s
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -101,4 +113,5 @@ class Relay:
                 _log.warning("outbox relay failed; retrying", exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+                await asyncio.sleep(self._settle_s)
             self._wake.clear()
