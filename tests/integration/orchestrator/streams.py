@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from google.protobuf.message import DecodeError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from services.kit import events
 from services.kit.devstack import Platform
+from supportmesh.events.v1 import events_pb2
 
 
 async def messages(
@@ -46,3 +48,21 @@ async def messages(
     finally:
         await client.close()
     return found
+
+
+async def tool_calls(
+    platform: Platform, run_id: str, *, want: int
+) -> list[tuple[str, events_pb2.ToolCallEvent]]:
+    """(phase, event) of the run's ``tool.call.*`` events, in stream order."""
+
+    def mine(data: bytes) -> bool:
+        try:
+            return bool(events_pb2.ToolCallEvent.FromString(data).run_id == run_id)
+        except DecodeError:
+            return False
+
+    found = await messages(platform, "tool.call.>", mine, want=want)
+    return [
+        (subject.rpartition(".")[2], events_pb2.ToolCallEvent.FromString(data))
+        for subject, data in found
+    ]

@@ -9,17 +9,15 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from google.protobuf.message import DecodeError
 
 from services.kit import errors
 from services.kit.devstack import Platform
-from supportmesh.events.v1 import events_pb2
 from supportmesh.orchestrator.v1 import orchestrator_service_pb2 as pb
 from supportmesh.spec.v1 import message_pb2
 from tests.integration.orchestrator.conftest import Client
 from tests.integration.orchestrator.process import Orchestrator
 from tests.integration.orchestrator.rpc import Rpc, connect
-from tests.integration.orchestrator.streams import messages
+from tests.integration.orchestrator.streams import tool_calls
 from tests.integration.orchestrator.test_chat import ORDER
 from tests.integration.orchestrator.test_stream import check_shape, tools
 
@@ -78,17 +76,8 @@ async def test_a_running_run_is_stopped_and_its_committed_steps_undone_once(
     assert order is not None
     assert order["status"] == "CANCELLED"
 
-    def mine(data: bytes) -> bool:
-        try:
-            return bool(events_pb2.ToolCallEvent.FromString(data).run_id == run_id)
-        except DecodeError:
-            return False
-
-    found = await messages(platform, "tool.call.>", mine, want=6)
-    outcomes = [
-        (subject.rpartition(".")[2], events_pb2.ToolCallEvent.FromString(data).tool)
-        for subject, data in found
-    ]
+    calls = await tool_calls(platform, run_id, want=6)
+    outcomes = [(phase, event.tool) for phase, event in calls]
     assert outcomes.count(("succeeded", "orders.cancel")) == 1
     assert not any(tool.startswith("mail.") for _, tool in outcomes)
     refused = await _refused(rpc, run_id)

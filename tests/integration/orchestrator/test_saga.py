@@ -8,7 +8,7 @@ from google.protobuf.message import DecodeError
 from services.kit.devstack import Platform
 from supportmesh.events.v1 import events_pb2
 from tests.integration.orchestrator.conftest import Client
-from tests.integration.orchestrator.streams import messages
+from tests.integration.orchestrator.streams import messages, tool_calls
 from tests.integration.orchestrator.test_chat import ORDER
 
 
@@ -31,15 +31,7 @@ async def test_a_declined_payment_after_the_order_compensates_in_reverse_exactly
     assert order is not None
     assert order["status"] == "CANCELLED"
 
-    def mine(data: bytes) -> bool:
-        try:
-            return bool(events_pb2.ToolCallEvent.FromString(data).run_id == run_id)
-        except DecodeError:
-            return False
-
-    found = await messages(platform, "tool.call.>", mine, want=5)
-    calls = [(subject.rpartition(".")[2], events_pb2.ToolCallEvent.FromString(data))
-             for subject, data in found]  # fmt: skip
+    calls = await tool_calls(platform, run_id, want=5)
     # Write-ahead order: the order was created, the charge failed, then the order was undone.
     outcomes = [(phase, event.tool) for phase, event in calls if phase != "requested"]
     assert outcomes[0] == ("succeeded", "orders.create")
