@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import context, db, events
@@ -108,6 +109,8 @@ class RegistryTools:
     ) -> None:
         """Call ``registry``'s tools; queue events in ``engine``'s outbox and ``wake`` the relay."""
         self._registry, self._engine, self._wake, self._hub = registry, engine, wake, hub
+        # requested events of read-only calls under way, by (run, key, attempt)
+        self._announced: dict[tuple[str, str, int], tuple[str, Message, str]] = {}
 
     async def call(
         self, call: CallContext, tool: str, arguments: Mapping[str, Any], idempotency_key: str
@@ -117,11 +120,36 @@ class RegistryTools:
         return await self._registry.call(tool, call.tenant_id, dict(arguments), idempotency_key)
 
     async def record(self, call: CallContext, event: ToolEvent) -> None:
-        """Write the event; its id is derived from key, phase and attempt, so replays dedupe."""
+        """Write the event; its id is derived from key, phase and attempt, so replays dedupe.
+
+        The ``requested`` event of a read-only call (not ``write_ahead``) is published live
+        at once but stored with the call's outcome, in one transaction: a crash in between
+        loses neither, since recovery repeats the read and both events with it.
+        """
+        attempt = (call.run_id, event.idempotency_key, event.attempt)
         if event.phase == "requested":
             # A halted run stops before the write-ahead event: no call is announced that
             # will not be made.
             halt_point()
+            if not event.write_ahead:
+                self._announced[attempt] = self._message(call, event)
+                self._publish(call, event)
+                return
+        earlier = self._announced.pop(attempt, None)
+        items = [] if earlier is None else [earlier]
+        items.append(self._message(call, event))
+        async with db.global_transaction(self._engine) as connection:
+            await outbox.add_many(connection, items)
+        self._wake()
+        self._publish(call, event)
+
+    def _publish(self, call: CallContext, event: ToolEvent) -> None:
+        if self._hub is not None:
+            self._hub.publish(call.run_id, tool_event(event))
+
+    @staticmethod
+    def _message(call: CallContext, event: ToolEvent) -> tuple[str, Message, str]:
+        """The outbox item of ``event``: subject, ToolCallEvent and event id."""
         occurred = timestamp_pb2.Timestamp()
         occurred.GetCurrentTime()
         message = events_pb2.ToolCallEvent(
@@ -139,11 +167,7 @@ class RegistryTools:
             message.error.CopyFrom(errors_pb2.ErrorSpec(message=event.error[:500], code=13))
         raw = f"{event.idempotency_key}|{event.phase}|{event.attempt}"
         event_id = hashlib.sha256(raw.encode()).hexdigest()[:32]
-        async with db.global_transaction(self._engine) as connection:
-            await outbox.add(connection, _SUBJECTS[event.phase], message, event_id)
-        self._wake()
-        if self._hub is not None:
-            self._hub.publish(call.run_id, tool_event(event))
+        return _SUBJECTS[event.phase], message, event_id
 
 
 class ToolKnowledge:

@@ -194,8 +194,9 @@ class Runs:
         user_id: str,
         began: datetime,
         resume: tuple[str, Mapping[str, Any]] | None = None,
+        new: bool = False,
     ) -> RunView:
-        """Drive the run to its end or a human pause, then record it."""
+        """Drive the run to its end or a human pause, then record it; ``new``: just begun."""
         clock = time.perf_counter()
         if resume is not None:
             view = await self.graph.resume(
@@ -204,7 +205,7 @@ class Runs:
         else:
             view = await self.graph.advance(
                 workflow, tenant_id=tenant_id, run_id=run_id, input=input, user_id=user_id,
-                started_at=began,
+                started_at=began, new=new,
             )  # fmt: skip
         halt_point()  # cancelled meanwhile: the cancellation records the end, not this
         latency_ms = int((time.perf_counter() - clock) * 1000)
@@ -252,7 +253,9 @@ class Runs:
         task = self.spawn(
             tenant_id,
             run_id,
-            lambda: self.execute(workflow, tenant_id, run_id, given, user_id=user_id, began=began),
+            lambda: self.execute(
+                workflow, tenant_id, run_id, given, user_id=user_id, began=began, new=True
+            ),
         )
         return run_id, task
 
@@ -277,10 +280,13 @@ class Runs:
             return run_id, None
         if task is None:
             return run_id, await self.graph.get(tenant_id, run_id)
-        return run_id, await self._awaited(tenant_id, run_id, task)
+        return run_id, await self.awaited(tenant_id, run_id, task)
 
-    async def _awaited(self, tenant_id: str, run_id: str, task: asyncio.Task[RunView]) -> RunView:
-        """The view ``task`` ends with; for a run cancelled meanwhile, the cancellation's."""
+    async def awaited(self, tenant_id: str, run_id: str, task: asyncio.Task[RunView]) -> RunView:
+        """The view ``task`` ends with; for a run cancelled meanwhile, the cancellation's.
+
+        The view is read after the run's outcome committed; a run driven here needs no read.
+        """
         try:
             return await asyncio.shield(task)
         except (Exception, asyncio.CancelledError):
@@ -325,7 +331,7 @@ class Runs:
                 resume=(step_id, value),
             ),
         )  # fmt: skip
-        return await self._awaited(tenant_id, run_id, task)
+        return await self.awaited(tenant_id, run_id, task)
 
     async def cancel(self, tenant_id: str, run_id: str, reason: str) -> RunView:
         """Stop a run, undoing its committed steps in reverse, each once; its final view.

@@ -20,13 +20,13 @@ started. Cancelling the stream does not cancel the run.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from services.kit import errors
 from services.orchestrator import convert
 from services.orchestrator.runs import Runs
-from services.orchestrator.store import RunRow
 from services.orchestrator.workflow import RunView
 from supportmesh.spec.v1 import message_pb2
 
@@ -42,7 +42,7 @@ async def stream_run(
     user_id: str,
 ) -> AsyncIterator[message_pb2.StreamEvent]:
     """The events of the run ``request_id`` starts (or started), ending with its outcome."""
-    run_id, _ = await runs.start(
+    run_id, task = await runs.start(
         tenant_id, workflow, "", input,
         request_id=request_id, session_id=session_id, user_id=user_id,
     )  # fmt: skip
@@ -63,16 +63,26 @@ async def stream_run(
                     yield event(tool_event=item)
         finally:
             reader.close()
-    row, view = await runs.outcome(tenant_id, run_id)
-    yield event(**terminal(run_id, row, view))
+    view: RunView | None = None
+    if task is not None:
+        # Driven here: its view, without reading back what it has just written. A run that
+        # stopped unrecorded is recovered, and then read like one driven elsewhere.
+        with contextlib.suppress(Exception):
+            view = await runs.awaited(tenant_id, run_id, task)
+    if view is not None:
+        status = view.status
+    else:
+        row, view = await runs.outcome(tenant_id, run_id)
+        status = row.status
+    yield event(**terminal(run_id, status, view))
 
 
-def terminal(run_id: str, row: RunRow, view: RunView | None) -> dict[str, Any]:
+def terminal(run_id: str, status: str, view: RunView | None) -> dict[str, Any]:
     """The stream's last event body: the final message, or the error of a run without one."""
     text = convert.answer_text(view)
     if view is None or not text:
         reason = errors.reason_value(view.reason) if view is not None and view.reason else None
-        problem = f"run {run_id} ended {row.status} without an answer"
+        problem = f"run {run_id} ended {status} without an answer"
         failure = errors.Internal(problem, reason=reason)
         return {"error": failure.to_spec()}
     message = message_pb2.ChatMessage(id=run_id, role=message_pb2.ROLE_ASSISTANT, content=text)

@@ -240,9 +240,13 @@ class WorkflowEngine:
         input: Mapping[str, Any],
         user_id: str = "",
         started_at: datetime | None = None,
+        new: bool = False,
     ) -> RunView:
-        """Start the run, or recover it if it has started: one read decides which."""
-        saved = await self._saved(tenant_id, run_id)
+        """Start the run, or recover it if it has started: one read decides which.
+
+        ``new``: the caller has just created the run, so it has no checkpoint to read.
+        """
+        saved = None if new else await self._saved(tenant_id, run_id)
         if _started(saved):
             return await self.recover(workflow, tenant_id=tenant_id, run_id=run_id)
         return await self._begin(workflow, tenant_id, run_id, saved, input, user_id, started_at)

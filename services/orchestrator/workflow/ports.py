@@ -123,6 +123,9 @@ class ToolEvent:
     output: Mapping[str, Any] | None = None
     error: str = ""
     compensates: str = ""  # the step whose effect this call undoes, for compensations
+    # False for a read-only call: no effect outside follows the request, so the service may
+    # store ``requested`` together with the outcome instead of ahead of the call.
+    write_ahead: bool = True
 
 
 class ToolCallError(Exception):

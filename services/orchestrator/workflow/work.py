@@ -101,7 +101,10 @@ async def _tool(step: model.Step, state: RunState, ctx: WorkflowContext, meter: 
         return await _search(step, state, ctx, meter, call, arguments, key)
 
     def attempt(number: int) -> Awaitable[dict[str, Any]]:
-        event = ToolEvent("requested", step.tool, step.id, key, number, arguments)
+        event = ToolEvent(
+            "requested", step.tool, step.id, key, number, arguments,
+            write_ahead=step.side_effect != "read_only",
+        )  # fmt: skip
         return observed(
             ctx, call, event, lambda: ctx.ports.tools.call(call, step.tool, arguments, key)
         )
@@ -169,7 +172,9 @@ async def _search(
         return {"passages": passages, "count": len(passages), "top_score": top}
 
     def attempt(number: int) -> Awaitable[dict[str, Any]]:
-        event = ToolEvent("requested", step.tool, step.id, key, number, arguments)
+        event = ToolEvent(
+            "requested", step.tool, step.id, key, number, arguments, write_ahead=False
+        )
         return observed(ctx, call, event, search)
 
     output = await with_retries(ctx, meter, attempt)
