@@ -5,30 +5,50 @@ setting ends with the transaction, so a pooled connection never carries a tenant
 next request, and row-level security policies see exactly one tenant. A connection used
 without a tenant sees no tenant rows at all.
 
-Pooled connections are not pinged when checked out (asyncpg's ping is BEGIN, a query and
-ROLLBACK: three round trips per transaction). The first statement of every transaction here
-binds who it runs for, and it doubles as the check: when it finds the connection dead (the
-server restarted, a proxy dropped it), SQLAlchemy invalidates the pool and the transaction
-is opened once more on a new connection. Nothing ran in the dead one, so nothing repeats.
+Every transaction here is opened by one round trip: ``BEGIN`` and that ``set_config`` sent
+together as a simple query, on a connection SQLAlchemy treats as autocommit (so it issues
+no ``BEGIN`` of its own); ``COMMIT`` or ``ROLLBACK`` ends it, and a connection somehow left
+inside a transaction is closed rather than pooled. Pooled connections are not pinged when
+checked out (asyncpg's ping is BEGIN, a query and ROLLBACK: three round trips): the opening
+round trip doubles as the check. When it finds the connection dead (the server restarted, a
+proxy dropped it), that connection is discarded and the transaction opened on the next one,
+and on a new one once the idle ones are used up. Nothing ran in a dead one, so nothing
+repeats.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import asyncpg
-from sqlalchemy import TextClause, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from services.kit import errors
 from supportmesh.common.v1 import errors_pb2
 
-_SET_TENANT = text("SELECT set_config('app.tenant_id', :tenant, true)")
-_SET_ADMIN = text("SELECT set_config('app.platform_admin', 'on', true)")
-_NO_TENANT = text("SELECT set_config('app.tenant_id', '', true)")
+_BEGIN_TENANT = "BEGIN; SELECT set_config('app.tenant_id', {}, true)"
+_BEGIN_ADMIN = "BEGIN; SELECT set_config('app.platform_admin', 'on', true)"
+_BEGIN_NO_TENANT = "BEGIN; SELECT set_config('app.tenant_id', '', true)"
+# What a dead pooled connection raises on its first statement (the server restarted, a
+# proxy dropped it): the transaction is opened once more, on a new connection.
+_LOST = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InterfaceError,
+    ConnectionError,
+)
+
+
+def _literal(value: str) -> str:
+    """``value`` as an escaped SQL string literal, whatever ``standard_conforming_strings``."""
+    if "\x00" in value:
+        raise errors.InvalidArgument("tenant id is not valid", field="tenant_id")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def async_url(url: str) -> str:
@@ -46,37 +66,57 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> A
     )
 
 
-@asynccontextmanager
-async def _transaction(
-    engine: AsyncEngine, first: TextClause, params: Mapping[str, str] | None = None
-) -> AsyncIterator[AsyncConnection]:
-    """``engine.begin()`` whose first statement is ``first``, reopened once on a dead connection."""
-    for attempt in (1, 2):
-        context: AbstractAsyncContextManager[AsyncConnection] = engine.begin()
+async def _open(
+    engine: AsyncEngine, begin: str
+) -> tuple[AbstractAsyncContextManager[AsyncConnection], AsyncConnection, asyncpg.Connection]:
+    """A checked-out connection in a transaction begun by ``begin``, skipping dead ones."""
+    # Each dead pooled connection found is dropped, so past the idle ones a new one is made.
+    pool = engine.sync_engine.pool
+    attempts = 2 + (pool.checkedin() if isinstance(pool, QueuePool) else 0)
+    for attempt in range(1, attempts + 1):
+        context: AbstractAsyncContextManager[AsyncConnection] = engine.connect()
         connection = await context.__aenter__()
         try:
-            await connection.execute(first, dict(params or {}))
-        except DBAPIError as error:
+            # SQLAlchemy then leaves BEGIN and COMMIT to us: BEGIN travels with the statement
+            # that binds the transaction, in one round trip (the simple query protocol).
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            raw = (await connection.get_raw_connection()).driver_connection
+            assert isinstance(raw, asyncpg.Connection)
+            await raw.execute(begin)
+        except BaseException as error:
+            lost = isinstance(error, _LOST)
+            if lost or not isinstance(error, Exception):
+                await connection.invalidate()
             await context.__aexit__(type(error), error, error.__traceback__)
-            if attempt == 1 and error.connection_invalidated:
+            if attempt < attempts and lost:
                 continue
             raise
-        break
-    async with _entered(context):
-        yield connection
+        return context, connection, raw
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _end(connection: AsyncConnection, raw: asyncpg.Connection, statement: str) -> None:
+    """COMMIT or ROLLBACK; a connection left inside a transaction never returns to the pool."""
+    try:
+        await raw.execute(statement)
+    finally:
+        if not connection.invalidated and (raw.is_closed() or raw.is_in_transaction()):
+            await connection.invalidate()
 
 
 @asynccontextmanager
-async def _entered(
-    context: AbstractAsyncContextManager[AsyncConnection],
-) -> AsyncIterator[None]:
-    """Leave an already entered ``context`` the way ``async with`` would."""
+async def _transaction(engine: AsyncEngine, begin: str) -> AsyncIterator[AsyncConnection]:
+    """A transaction whose first statement is ``begin`` (BEGIN and a ``set_config``)."""
+    context, connection, raw = await _open(engine, begin)
     try:
-        yield
-    except BaseException as error:
-        if not await context.__aexit__(type(error), error, error.__traceback__):
+        try:
+            yield connection
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that ended it is the one to see
+                await _end(connection, raw, "ROLLBACK")
             raise
-    else:
+        await _end(connection, raw, "COMMIT")
+    finally:
         await context.__aexit__(None, None, None)
 
 
@@ -87,21 +127,21 @@ async def tenant_transaction(engine: AsyncEngine, tenant_id: str) -> AsyncIterat
         raise errors.Unauthenticated(
             "no tenant for this transaction", reason=errors_pb2.ERROR_REASON_TENANT_CONTEXT_MISSING
         )
-    async with _transaction(engine, _SET_TENANT, {"tenant": tenant_id}) as connection:
+    async with _transaction(engine, _BEGIN_TENANT.format(_literal(tenant_id))) as connection:
         yield connection
 
 
 @asynccontextmanager
 async def platform_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction for the platform operator: every tenant row of ``tenants`` is visible."""
-    async with _transaction(engine, _SET_ADMIN) as connection:
+    async with _transaction(engine, _BEGIN_ADMIN) as connection:
         yield connection
 
 
 @asynccontextmanager
 async def global_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction with no tenant: platform-wide tables only (plans, policy versions …)."""
-    async with _transaction(engine, _NO_TENANT) as connection:
+    async with _transaction(engine, _BEGIN_NO_TENANT) as connection:
         yield connection
 
 
