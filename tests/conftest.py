@@ -3,11 +3,13 @@ session, on free ports, under pytest's temporary directory."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.kit import db
 from services.kit.devstack import Platform
 from services.kit.settings import InfraSettings
 
@@ -32,3 +34,13 @@ def infra_settings(platform: Platform) -> InfraSettings:
         redis_url=platform.redis_url,
         nats_url=platform.nats_url,
     )
+
+
+@pytest.fixture(scope="module")
+async def engine(platform: Platform) -> AsyncIterator[AsyncEngine]:
+    """The services' engine (the application role: row-level security applies)."""
+    built = db.create_engine(platform.database_url, pool_size=2, max_overflow=2)
+    try:
+        yield built
+    finally:
+        await built.dispose()

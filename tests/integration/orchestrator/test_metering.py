@@ -30,16 +30,6 @@ TOKENS, COST_USD = 1234, 0.004321
 
 
 @pytest.fixture
-async def engine(platform: Platform) -> AsyncIterator[AsyncEngine]:
-    """The application role's engine, as the orchestrator connects."""
-    built = db.create_engine(platform.database_url, pool_size=2, max_overflow=2)
-    try:
-        yield built
-    finally:
-        await built.dispose()
-
-
-@pytest.fixture
 async def redis(platform: Platform) -> AsyncIterator[Redis]:
     """The platform's Valkey, as the orchestrator connects."""
     client = valkey.connect(platform.redis_url, decode_responses=True)

@@ -10,30 +10,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any, cast
 
 import asyncpg
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import db
-from services.kit.devstack import Platform
 from services.orchestrator.adapters import RegistryTools
 from services.orchestrator.stream import RunHub, Subscription
 from services.orchestrator.workflow import CallContext, ToolEvent
 from supportmesh.spec.v1 import message_pb2
-
-
-@pytest.fixture
-async def engine(platform: Platform) -> AsyncIterator[AsyncEngine]:
-    """The application role's engine, as the orchestrator connects."""
-    built = db.create_engine(platform.database_url, pool_size=2, max_overflow=2)
-    try:
-        yield built
-    finally:
-        await built.dispose()
 
 
 def event_id(event: ToolEvent) -> str:

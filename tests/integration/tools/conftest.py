@@ -14,7 +14,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import db
 from services.kit.devstack import Platform
 from services.kit.resilience import Resilience
 from services.orchestrator.tools import SmtpConfig, ToolRegistry, ToolsConfig, build_registry
@@ -68,16 +67,6 @@ async def sandboxes() -> AsyncIterator[Sandboxes]:
     finally:
         for sandbox in (started.payment, started.crm, started.mail):
             await sandbox.close()
-
-
-@pytest.fixture(scope="module")
-async def engine(platform: Platform) -> AsyncIterator[AsyncEngine]:
-    """The services' engine: row-level security applies."""
-    built = db.create_engine(platform.database_url, pool_size=2, max_overflow=2)
-    try:
-        yield built
-    finally:
-        await built.dispose()
 
 
 @pytest.fixture(scope="module")
