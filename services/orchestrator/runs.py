@@ -114,14 +114,12 @@ class Runs:
     ) -> tuple[store.RunRow | None, str, Workflow, datetime]:
         """Insert the run (or find the one ``request_id`` started): (existing, id, workflow, t0)."""
         async with db.tenant_transaction(self.engine, tenant_id) as connection:
-            if request_id:
-                existing = await store.by_request(connection, request_id)
-                if existing is not None:
-                    workflow = self.resolve(existing.workflow, existing.version)
-                    began = existing.started_at or existing.created_at
-                    return existing, existing.run_id, workflow, began
-            pinned = version or await store.override(connection, workflow_name)
-            workflow = self.resolve(workflow_name, pinned)
+            override, existing = await store.lookup(connection, workflow_name, request_id)
+            if existing is not None:
+                workflow = self.resolve(existing.workflow, existing.version)
+                began = existing.started_at or existing.created_at
+                return existing, existing.run_id, workflow, began
+            workflow = self.resolve(workflow_name, version or override)
             run_id, began = record.new_run_id(), datetime.now(UTC)
             await store.insert(
                 connection, run_id=run_id, tenant_id=tenant_id, workflow=workflow.name,

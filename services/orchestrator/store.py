@@ -56,14 +56,21 @@ def _row(values: Sequence[Any]) -> RunRow:
     return RunRow(*values)
 
 
-async def by_request(connection: AsyncConnection, request_id: str) -> RunRow | None:
-    """The tenant's run started with ``request_id``, if any."""
-    found = await connection.execute(
-        text(f"SELECT {_COLUMNS} FROM app.agent_runs WHERE request_id = :r"),  # noqa: S608
-        {"r": request_id},
+async def lookup(
+    connection: AsyncConnection, workflow: str, request_id: str
+) -> tuple[str, RunRow | None]:
+    """The tenant's pinned version of ``workflow`` ('' = latest) and its run ``request_id``.
+
+    One query answers both; the run is None when no run was started with ``request_id``.
+    """
+    query = (
+        "SELECT (SELECT version FROM app.workflow_overrides WHERE workflow = :wf), r.* "  # noqa: S608
+        "FROM (SELECT 1) AS one LEFT JOIN LATERAL "
+        f"(SELECT {_COLUMNS} FROM app.agent_runs WHERE request_id = :r) AS r ON true"
     )
-    row = found.first()
-    return None if row is None else _row(row)
+    found = await connection.execute(text(query), {"wf": workflow, "r": request_id or None})
+    pinned, *values = found.one()
+    return ("" if pinned is None else str(pinned)), (None if values[0] is None else _row(values))
 
 
 async def get(engine: AsyncEngine, tenant_id: str, run_id: str) -> RunRow | None:
@@ -122,28 +129,24 @@ async def finish(
 ) -> None:
     """Record where a run got to; a final status releases the lease."""
     final = status in FINAL
+    # One statement: the run's update and its execution record.
     await connection.execute(
         text(
-            "UPDATE app.agent_runs SET status = :status, output_data = CAST(:out AS jsonb), "
-            "metrics = CAST(:metrics AS jsonb), decision_id = :decision, updated_at = now(), "
+            "WITH run AS (UPDATE app.agent_runs SET status = :status, "
+            "output_data = CAST(:out AS jsonb), metrics = CAST(:metrics AS jsonb), "
+            "decision_id = :decision, updated_at = now(), "
             "completed_at = CASE WHEN :final THEN now() END, "
             "lease_until = CASE WHEN :final OR :status = 'WAITING_FOR_HUMAN' THEN NULL "
-            "ELSE lease_until END WHERE run_id = CAST(:id AS uuid)"
-        ),
-        {
-            "status": status, "out": json.dumps(dict(output)), "metrics": json.dumps(dict(metrics)),
-            "decision": decision_id, "final": final, "id": run_id,
-        },
-    )  # fmt: skip
-    await connection.execute(
-        text(
+            "ELSE lease_until END WHERE run_id = CAST(:id AS uuid)) "
             "INSERT INTO app.workflow_executions (tenant_id, run_id, steps, compensation, status) "
             "VALUES (:tenant, CAST(:id AS uuid), CAST(:steps AS jsonb), CAST(:comp AS jsonb), "
             ":status)"
         ),
         {
-            "tenant": tenant_id, "id": run_id, "steps": json.dumps(list(steps), default=str),
-            "comp": json.dumps(list(compensations), default=str), "status": status,
+            "status": status, "out": json.dumps(dict(output)), "metrics": json.dumps(dict(metrics)),
+            "decision": decision_id, "final": final, "id": run_id, "tenant": tenant_id,
+            "steps": json.dumps(list(steps), default=str),
+            "comp": json.dumps(list(compensations), default=str),
         },
     )  # fmt: skip
 
@@ -237,12 +240,3 @@ async def page(
             params,
         )
         return [_row(row) for row in found.all()]
-
-
-async def override(connection: AsyncConnection, workflow: str) -> str:
-    """The tenant's pinned version of ``workflow``, or '' for the latest."""
-    found = await connection.execute(
-        text("SELECT version FROM app.workflow_overrides WHERE workflow = :wf"), {"wf": workflow}
-    )
-    row = found.first()
-    return "" if row is None else str(row[0])
