@@ -76,6 +76,7 @@ async def _open(
     for attempt in range(1, attempts + 1):
         context: AbstractAsyncContextManager[AsyncConnection] = engine.connect()
         connection = await context.__aenter__()
+        raw: asyncpg.Connection | None = None
         try:
             # SQLAlchemy then leaves BEGIN and COMMIT to us: BEGIN travels with the statement
             # that binds the transaction, in one round trip (the simple query protocol).
@@ -85,7 +86,9 @@ async def _open(
             await raw.execute(begin)
         except BaseException as error:
             lost = isinstance(error, _LOST)
-            if lost or not isinstance(error, Exception):
+            # BEGIN may have run before its set_config failed: never pool an open transaction.
+            opened = raw is not None and not raw.is_closed() and raw.is_in_transaction()
+            if lost or opened or not isinstance(error, Exception):
                 await connection.invalidate()
             await context.__aexit__(type(error), error, error.__traceback__)
             if attempt < attempts and lost:
