@@ -1,4 +1,4 @@
-"""Composition root of the edge service: AuthService, ext_authz Check, the WebSocket bridge."""
+"""Composition root of the edge: AuthService (gRPC), ext_authz and the WebSocket bridge (HTTP)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from datetime import timedelta
 
 import grpc
 from aiohttp import web
-from envoy.service.auth.v3 import external_auth_pb2 as authz_pb
-from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 from redis.asyncio import Redis
@@ -20,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.edge.authn import Authenticator
 from services.edge.authz import Gate
 from services.edge.credentials import KeyDirectory
-from services.edge.ext_authz import AuthorizationServicer
+from services.edge.ext_authz import Authorizer
 from services.edge.issuance import Issuer
 from services.edge.limits import Limiter
 from services.edge.servicer import AuthServicer
@@ -35,10 +33,7 @@ from supportmesh.edge.v1 import auth_service_pb2_grpc as pb_grpc
 from supportmesh.realtime.v1 import realtime_service_pb2_grpc as realtime_grpc
 
 _log = logging.getLogger("supportmesh.edge")
-SERVICE_NAMES = (
-    pb.DESCRIPTOR.services_by_name["AuthService"].full_name,
-    authz_pb.DESCRIPTOR.services_by_name["Authorization"].full_name,
-)
+SERVICE_NAMES = (pb.DESCRIPTOR.services_by_name["AuthService"].full_name,)
 
 
 class EdgeSettings(ServiceSettings):
@@ -70,7 +65,9 @@ class EdgeSettings(ServiceSettings):
     signing_key_bits: int = Field(2048, ge=2048, description="RSA modulus size of new keys.")
     database_pool_size: int = Field(5, gt=0, description="PostgreSQL connections kept open.")
     http_port: int = Field(
-        -1, description="WebSocket chat bridge port; 0 picks a free one, -1 serves no bridge."
+        -1,
+        description="Port of Envoy's ext_authz requests and the WebSocket chat bridge; 0 picks "
+        "a free one, -1 serves neither (Envoy then refuses every call with 503).",
     )
     realtime_target: str = Field("127.0.0.1:50056", description="RealtimeService host:port.")
     websocket_max_frame_bytes: int = Field(
@@ -148,13 +145,12 @@ class EdgeApp:
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def register(self, server: grpc.aio.Server) -> None:
-        """Add AuthService and the ext_authz Authorization service to ``server``."""
+        """Add AuthService to ``server``."""
         edge, settings = self._wired(), self.settings
         pb_grpc.add_AuthServiceServicer_to_server(
             AuthServicer(edge.issuer, edge.ring, edge.authenticator, audience=settings.audience),
             server,
         )
-        authz_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(edge.gate), server)
         # Load (or create) the signing keys while the server starts, not on the first call.
         task = asyncio.get_running_loop().create_task(_warm(edge.ring))
         self._background.add(task)
@@ -166,28 +162,31 @@ class EdgeApp:
         return self._edge
 
     async def start(self) -> None:
-        """Serve the WebSocket bridge (unless its port is -1)."""
+        """Serve ext_authz and the WebSocket bridge (unless the HTTP port is -1)."""
         s = self.settings
         if s.http_port < 0:
             return
+        gate, registry = self._wired().gate, self.telemetry.registry
         self._channel = channels.create_channel(
             s.realtime_target, s, self.telemetry, default_timeout_s=s.websocket_session_s
         )
         bridge = ChatBridge(
-            self._wired().gate, realtime_grpc.RealtimeServiceStub(self._channel),
-            self.telemetry.registry, max_frame_bytes=s.websocket_max_frame_bytes,
-            session_s=s.websocket_session_s,
+            gate, realtime_grpc.RealtimeServiceStub(self._channel), registry,
+            max_frame_bytes=s.websocket_max_frame_bytes, session_s=s.websocket_session_s,
         )  # fmt: skip
-        self._runner = web.AppRunner(bridge.application(), access_log=None)
+        application = web.Application()
+        Authorizer(gate, registry).install(application)
+        bridge.install(application)
+        self._runner = web.AppRunner(application, access_log=None)
         await self._runner.setup()
         # A burst of upgrades must queue, not overflow the default backlog of 128.
         site = web.TCPSite(self._runner, s.host, s.http_port, backlog=4096)
         await site.start()
         self.http_port = self._runner.addresses[0][1]
-        _log.info("websocket bridge listening", extra={"port": self.http_port})
+        _log.info("ext_authz and websocket bridge listening", extra={"port": self.http_port})
 
     async def stop(self) -> None:
-        """Close WebSocket connections (1001) and the realtime channel."""
+        """Stop the HTTP side (WebSocket connections close with 1001) and the realtime channel."""
         if self._runner is not None:
             await self._runner.cleanup()
         if self._channel is not None:

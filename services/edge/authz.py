@@ -3,7 +3,8 @@
 Transport-free: Envoy's Check servicer hands in the gRPC method path and the request
 headers and gets back either the principal to vouch for or a :class:`DomainError` to
 answer with. The order matters: an unknown caller learns nothing about scopes or limits
-(401 first), and a refused scope costs no rate-limit token (403 before 429).
+(401 first), and a refused scope costs no rate-limit token (403 before 429). A client that
+names its tenant (``x-tenant-id``) must name the credential's (403 TENANT_MISMATCH).
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ class Gate:
             return ANONYMOUS
         credential, kind = presented(headers)
         principal = await self._authenticator.authenticate(credential, kind, self._audience)
+        claimed = headers.get(context.CLIENT_TENANT_KEY, "")
+        if claimed and not principal.platform_admin and claimed != principal.tenant_id:
+            raise errors.PermissionDenied(
+                f"the {context.CLIENT_TENANT_KEY} header names a tenant other than the "
+                "credential's",
+                reason=errors_pb2.ERROR_REASON_TENANT_MISMATCH,
+                metadata={"header": context.CLIENT_TENANT_KEY},
+            )
         if required is None or not scopes.grants(
             principal.scopes, required, platform_admin=principal.platform_admin
         ):
@@ -59,6 +68,15 @@ class Gate:
                 )
             )
         return principal
+
+
+def gate_unavailable() -> errors.Unavailable:
+    """The refusal when the gate itself failed (PostgreSQL or Valkey unreachable): fail closed."""
+    return errors.Unavailable(
+        "the edge cannot check credentials right now",
+        reason=errors_pb2.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+        retry_after_s=1.0,
+    )
 
 
 def trusted_headers(principal: Principal) -> tuple[dict[str, str], list[str]]:

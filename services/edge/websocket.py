@@ -40,7 +40,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from google.protobuf import json_format
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from services.edge.authz import Gate, trusted_headers
+from services.edge.authz import Gate, gate_unavailable, trusted_headers
 from services.kit import context, errors
 from supportmesh.common.v1 import errors_pb2
 from supportmesh.realtime.v1 import realtime_service_pb2 as realtime_pb
@@ -118,12 +118,10 @@ class ChatBridge:
         )  # fmt: skip
         self._sockets: set[web.WebSocketResponse] = set()
 
-    def application(self) -> web.Application:
-        """The aiohttp application serving the bridge."""
-        app = web.Application()
+    def install(self, app: web.Application) -> None:
+        """Serve ``/ws/chat`` from ``app``, closing its connections when ``app`` shuts down."""
         app.router.add_get("/ws/chat", self.handle)
         app.on_shutdown.append(self._shutdown)
-        return app
 
     async def _shutdown(self, _: web.Application) -> None:
         # All at once: each close may wait for its client's answer.
@@ -147,13 +145,7 @@ class ChatBridge:
             return refusal(exc)
         except Exception:  # noqa: BLE001 - fail closed, as ext_authz does (503)
             _log.warning("admitting a WebSocket failed", exc_info=True)
-            return refusal(
-                errors.Unavailable(
-                    "the edge cannot check credentials right now",
-                    reason=errors_pb2.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
-                    retry_after_s=1.0,
-                )
-            )
+            return refusal(gate_unavailable())
         socket = web.WebSocketResponse(max_msg_size=self._max_frame_bytes, autoping=True)
         await socket.prepare(request)
         to_set, _ = trusted_headers(principal)

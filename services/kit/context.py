@@ -19,6 +19,9 @@ SCOPES_KEY = "x-supportmesh-scopes"
 PLATFORM_ADMIN_KEY = "x-supportmesh-platform-admin"
 # The tenant plan's limit on open chat connections, for the realtime service.
 MAX_CONNECTIONS_KEY = "x-supportmesh-max-connections"
+# The tenant a client says it acts for (optional): the edge refuses a call whose credential
+# belongs to another tenant (403 TENANT_MISMATCH). It is not trusted metadata.
+CLIENT_TENANT_KEY = "x-tenant-id"
 # Every trusted key: the edge removes these from client input and sets its own.
 TRUSTED_KEYS = (TENANT_KEY, SUBJECT_KEY, SCOPES_KEY, PLATFORM_ADMIN_KEY, MAX_CONNECTIONS_KEY)
 

