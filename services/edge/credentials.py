@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.edge.scopes import bounded_by_role
 from services.kit import db, quota
 
 _LOOKUP = text("SELECT * FROM app.auth_lookup_api_key(:key_id)")
@@ -71,7 +72,7 @@ class KeyRecord:
             key_id=row.key_id,
             tenant_id=row.tenant_id,
             secret_hash=bytes(row.secret_hash),
-            scopes=tuple(row.scopes),
+            scopes=bounded_by_role(row.scopes, row.user_role or ""),
             role=row.user_role or "",
             requests_per_minute=int(row.requests_per_minute or 0),
             expires_at=row.expires_at,

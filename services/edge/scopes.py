@@ -96,6 +96,29 @@ TENANT_SCOPES: Final = frozenset(
 )
 
 
+# What a user's role lets a key acting for that user hold (``app.users.role``). A key with no
+# user is bounded by its own scopes alone; a key of a user holds at most its role's scopes,
+# whatever it was created with, so a viewer's key never writes.
+_READ = frozenset({CONTROL_READ, "analytics:read", "billing:read", "knowledge:read", "runs:read"})
+ROLE_SCOPES: Final[dict[str, frozenset[str]]] = {
+    "VIEWER": _READ,
+    "AGENT": _READ | {"chat:write", "runs:write", "router:decide", "knowledge:write"},
+    "ADMIN": TENANT_SCOPES,
+}
+
+
+def bounded_by_role(held: Collection[str], role: str) -> tuple[str, ...]:
+    """The scopes a key holding ``held`` has when it acts for a user with ``role`` ('' = none).
+
+    An unknown role grants nothing (deny by default). A non-admin role's ``admin`` scope
+    is dropped along with every other scope the role does not allow.
+    """
+    if not role:
+        return tuple(held)
+    allowed = ROLE_SCOPES.get(role, frozenset())
+    return tuple(scope for scope in held if scope in allowed)
+
+
 def required_scope(method: str) -> str | None:
     """The scope ``method`` (``/pkg.Service/Method``) needs, or None when it is not exposed."""
     return METHOD_SCOPES.get(method)
