@@ -1,12 +1,15 @@
-"""What the Envoy edge costs: RouterService.Decide three ways, side by side.
+"""What the Envoy edge costs: RouterService.Decide four ways, side by side.
 
 1. REST/JSON through Envoy (POST /v1/router/decide, transcoded to gRPC), via aiohttp;
 2. native gRPC through Envoy (passed through), via grpc.aio;
-3. gRPC straight to the router's own port with the edge's trusted metadata, the baseline.
+3. REST/JSON through a second Envoy rendered without ext_authz, whose routes set the trusted
+   headers themselves: the transcoding hop alone;
+4. gRPC straight to the router's own port with the edge's trusted metadata, the baseline.
 
 It starts the platform (fast mode, free ports, a temporary state directory) and creates a
-tenant and an API key, which both Envoy paths present: ext_authz and the rate limiter run on
-every request. After a warm-up it measures in rounds that interleave the paths (rotating
+tenant and an API key, which paths 1 and 2 present: ext_authz and the rate limiter run on
+every request. So 3 - 4 is what Envoy's transcoding adds, and 1 - 3 what authorization and
+rate limiting add. After a warm-up it measures in rounds that interleave the paths (rotating
 which goes first) so that machine noise hits all alike. Phase A, sequential latency: one
 request at a time, ``--requests`` per path. Phase B, throughput: ``--concurrency`` workers
 for ``--seconds`` per path. It prints figures and ratios against the goals, not a verdict
@@ -44,7 +47,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._stats import Cell, print_table, summarize
-from bench.edge_auth import BENCH_PLAN
+from bench.edge_auth import BENCH_PLAN, open_envoy
 from services.kit import context, operator
 from services.kit.devstack import Platform
 from services.kit.stack import EnvoyServer
@@ -66,13 +69,15 @@ USER, SCOPE = "u-4711", "router:decide"
 PLAN, KEY_RPM = "bench", 100_000_000
 
 REST, GRPC_EDGE, DIRECT = "REST via Envoy", "gRPC via Envoy", "gRPC direct"
-PATHS = (REST, GRPC_EDGE, DIRECT)
+REST_OPEN = "REST via Envoy, no ext_authz"
+PATHS = (REST, GRPC_EDGE, REST_OPEN, DIRECT)
 METERED = ("client", "envoy", "edge", "router")  # processes whose CPU use is measured
 # What one failed call can raise; anything else is a bug in the benchmark and stops it.
 CALL_ERRORS = (aiohttp.ClientError, grpc.RpcError, TimeoutError, ValueError, KeyError)
 
 RATIO_GOAL = 1.3  # REST via Envoy p50 / gRPC via Envoy p50
-ADDED_MS_GOAL = 1.0  # REST via Envoy p50 - gRPC direct p50
+ADDED_MS_GOAL = 1.0  # REST via Envoy without ext_authz p50 - gRPC direct p50 (the Envoy hop)
+AUTH_MS_GOAL = 1.0  # REST via Envoy p50 - REST via Envoy without ext_authz p50 (auth + limits)
 WARMUP_LOAD_S = 0.6  # seconds of load per path at the end of the warm-up
 
 Call = Callable[[], Awaitable[str]]
@@ -141,17 +146,19 @@ def grpc_call(channel: grpc.aio.Channel, caller: Caller, md: dict[str, str]) -> 
     return call
 
 
-def cpu_reader(platform: Platform) -> CpuReader:
-    """CPU seconds used so far by this process, Envoy, the edge service and the router."""
+def cpu_reader(platform: Platform, open_envoy: EnvoyServer) -> CpuReader:
+    """CPU seconds used so far by this process, both Envoys, the edge service and the router."""
     envoy = next(server for server in platform.servers if isinstance(server, EnvoyServer))
-    pids = [envoy.pid, platform.processes["edge"].pid, platform.processes["router"].pid]
+    pids = [
+        envoy.pid, open_envoy.pid, platform.processes["edge"].pid, platform.processes["router"].pid
+    ]  # fmt: skip
     if None in pids:
-        raise RuntimeError("Envoy, the edge service or the router is not running")
+        raise RuntimeError("an Envoy, the edge service or the router is not running")
     processes = [psutil.Process(pid) for pid in pids]
 
     def read() -> list[float]:
-        times = [process.cpu_times() for process in processes]
-        return [time.process_time(), *(t.user + t.system for t in times)]
+        times = [t.user + t.system for t in (process.cpu_times() for process in processes)]
+        return [time.process_time(), times[0] + times[1], *times[2:]]
 
     return read
 
@@ -276,14 +283,17 @@ def path_rows(tallies: Tallies, *, under_load: bool) -> list[list[Cell]]:
 
 def ratio_rows(a: Tallies, b: Tallies) -> list[list[Cell]]:
     """Ratios and differences between the paths, against the goals where there is one."""
-    rest, edge, direct = (a[name].p50() for name in PATHS)
-    ratio, added = rest / edge, rest - direct
+    rest, edge, bare, direct = (a[name].p50() for name in PATHS)
+    ratio, added, auth = rest / edge, bare - direct, rest - bare
     lines: list[list[Cell]] = [
         [f"{REST} p50 / {GRPC_EDGE} p50 (A)", f"{ratio:.2f}x", f"<= {RATIO_GOAL}x"],
-        [f"{REST} p50 - {DIRECT} p50 (A)", f"{added:.3f} ms", f"<= {ADDED_MS_GOAL:g} ms"],
+        [f"{REST_OPEN} p50 - {DIRECT} p50 (A)", f"{added:.3f} ms", f"<= {ADDED_MS_GOAL:g} ms"],
+        [f"{REST} p50 - {REST_OPEN} p50 (A)", f"{auth:.3f} ms", f"<= {AUTH_MS_GOAL:g} ms"],
     ]
-    for line, met in zip(lines, (ratio <= RATIO_GOAL, added <= ADDED_MS_GOAL), strict=True):
+    verdicts = (ratio <= RATIO_GOAL, added <= ADDED_MS_GOAL, auth <= AUTH_MS_GOAL)
+    for line, met in zip(lines, verdicts, strict=True):
         line.append("meets goal" if met else "misses goal")
+    lines.append([f"{REST} p50 - {DIRECT} p50 (A)", f"{rest - direct:.3f} ms", "-", "-"])
     lines.append([f"{GRPC_EDGE} p50 - {DIRECT} p50 (A)", f"{edge - direct:.3f} ms", "-", "-"])
     lines.append([f"{REST} p50 / {DIRECT} p50 (A)", f"{rest / direct:.2f}x", "-", "-"])
     for top, bottom in ((REST, DIRECT), (GRPC_EDGE, DIRECT), (REST, GRPC_EDGE)):
@@ -296,10 +306,11 @@ def ratio_rows(a: Tallies, b: Tallies) -> list[list[Cell]]:
 
 CAVEATS = """
 Caveats
-  - Both Envoy paths include ext_authz (API key, scope) and the Valkey rate-limit and quota
-    script on every request; the direct path skips both and sends the trusted metadata
-    itself, so 'via Envoy - direct' is the Envoy hop plus edge authorization.
-    bench/edge_auth.py isolates what ext_authz + rate limiting cost on their own.
+  - 'REST via Envoy' and 'gRPC via Envoy' include ext_authz (API key, scope) and the Valkey
+    rate-limit and quota script on every request; 'REST via Envoy, no ext_authz' goes through
+    a second Envoy without it (same transcoder and routes), and the direct path skips Envoy
+    and sends the trusted metadata itself. The envoy CPU column adds up both Envoys.
+    bench/edge_auth.py also isolates auth + rate limiting, with JWTs and over gRPC.
   - The Python client shares the machine's cores with Envoy (2 worker threads), the edge
     service (ext_authz) and the router (one Python process each), so it competes with what
     it measures (see the B rows of the CPU table). Phase B req/s are what this client on
@@ -342,9 +353,19 @@ def print_report(a: Tallies, b: Tallies, args: argparse.Namespace) -> None:
     print(CAVEATS)
 
 
-async def bench(platform: Platform, args: argparse.Namespace) -> None:
-    cpu = cpu_reader(platform)
+async def bench(platform: Platform, state_dir: Path, args: argparse.Namespace) -> None:
     caller = await provision(platform)
+    envoy, open_target = open_envoy(platform, caller.tenant, state_dir)
+    try:
+        await measure(platform, caller, envoy, f"http://{open_target}", args)
+    finally:
+        envoy.stop()
+
+
+async def measure(
+    platform: Platform, caller: Caller, envoy: EnvoyServer, open_url: str, args: argparse.Namespace
+) -> None:
+    cpu = cpu_reader(platform, envoy)
     print(f"caller  : tenant {caller.tenant} on plan {PLAN!r}, key {caller.key_name} ({SCOPE})")
     print(f"request : POST {DECIDE_PATH} {json.dumps(caller.rest_body())}")
     options = [("grpc.enable_http_proxy", 0)]  # loopback must never go through a proxy
@@ -360,13 +381,14 @@ async def bench(platform: Platform, args: argparse.Namespace) -> None:
         calls = {
             REST: rest_call(session, platform.edge_url + DECIDE_PATH, caller),
             GRPC_EDGE: grpc_call(edge_channel, caller, {"x-api-key": caller.secret}),
+            REST_OPEN: rest_call(session, open_url + DECIDE_PATH, caller),
             DIRECT: grpc_call(direct_channel, caller, caller.trusted()),
         }
         # Check that every path answers alike, then warm connections, caches and code paths.
         answers = {name: await calls[name]() for name in PATHS}
         if len(set(answers.values())) != 1:
-            raise RuntimeError(f"the three paths disagree on the tier: {answers}")
-        print(f"sanity  : all three paths decide tier {answers[REST]} for the query")
+            raise RuntimeError(f"the paths disagree on the tier: {answers}")
+        print(f"sanity  : all {len(PATHS)} paths decide tier {answers[REST]} for the query")
         await phase_a(calls, cpu, args.warmup, max(1, args.warmup // 4))
         await phase_b(calls, cpu, args.concurrency, WARMUP_LOAD_S, 1)
         print(
@@ -387,7 +409,8 @@ async def bench(platform: Platform, args: argparse.Namespace) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="edge_overhead",
-        description="REST via Envoy vs gRPC via Envoy vs direct gRPC for RouterService.Decide.",
+        description="REST and gRPC via Envoy, REST via Envoy without ext_authz, and direct "
+        "gRPC for RouterService.Decide.",
     )
     for flag, kind, default, text in (
         ("--requests", int, 2000, "sequential requests per path (A)"),
@@ -409,7 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Stop the platform on SIGTERM as on Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    print("edge overhead: RouterService.Decide as REST via Envoy, gRPC via Envoy, gRPC direct")
+    print("edge overhead: RouterService.Decide as REST and gRPC via Envoy, REST via Envoy")
+    print("               without ext_authz, and gRPC direct")
     print("\n".join(machine_lines()))
     state_dir = Path(tempfile.mkdtemp(prefix="supportmesh-bench-"))
     platform = Platform(state_dir=state_dir, fast=True)
@@ -423,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"router 127.0.0.1:{platform.ports['router']}, state {state_dir}",
             flush=True,
         )
-        asyncio.run(bench(platform, args))
+        asyncio.run(bench(platform, state_dir, args))
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
