@@ -12,19 +12,19 @@ from services.kit.settings import ServiceSettings
 from services.kit.telemetry import Telemetry
 
 
-def service_config(default_timeout_s: float = 5.0, max_attempts: int = 3) -> str:
-    """A gRPC service config: a default deadline and retries of UNAVAILABLE with backoff.
+def service_config(max_attempts: int = 3) -> str:
+    """A gRPC service config: retries of UNAVAILABLE with backoff.
 
     Only UNAVAILABLE is retried transparently: the call never reached a handler or the server
     is draining, so a retry cannot repeat a side effect. Mutations that may be retried at the
-    application level carry a ``request_id`` instead.
+    application level carry a ``request_id`` instead. The default deadline is not set here
+    (see :class:`~services.kit.interceptors.ClientInterceptor`).
     """
     return json.dumps(
         {
             "methodConfig": [
                 {
                     "name": [{}],
-                    "timeout": f"{default_timeout_s}s",
                     "retryPolicy": {
                         "maxAttempts": max_attempts,
                         "initialBackoff": "0.05s",
@@ -45,12 +45,16 @@ def create_channel(
     *,
     default_timeout_s: float = 5.0,
 ) -> grpc.aio.Channel:
-    """Open an insecure channel (mTLS is the mesh's job) to ``target`` such as ``host:port``."""
+    """Open an insecure channel (mTLS is the mesh's job) to ``target`` such as ``host:port``.
+
+    Calls that set no timeout get ``default_timeout_s``; one that sets its own keeps it, and
+    either way an outbound call never outlives the inbound call it serves.
+    """
     options: list[tuple[str, int | str]] = [*grpc_options(settings)]
-    options.append(("grpc.service_config", service_config(default_timeout_s)))
+    options.append(("grpc.service_config", service_config()))
     options.append(("grpc.enable_retries", 1))
     return grpc.aio.insecure_channel(
         target,
         options=options,
-        interceptors=client_interceptors(telemetry),  # type: ignore[arg-type]
+        interceptors=client_interceptors(telemetry, default_timeout_s),  # type: ignore[arg-type]
     )

@@ -236,8 +236,10 @@ def outbound_metadata(existing: Iterable[tuple[str, str | bytes]] | None) -> grp
     return metadata
 
 
-def outbound_timeout(requested: float | None) -> float | None:
-    """The timeout for an outbound call: never longer than the inbound call has left."""
+def outbound_timeout(requested: float | None, default: float | None = None) -> float | None:
+    """An outbound call's timeout: ``requested`` or ``default``, capped by the inbound call's."""
+    if requested is None:
+        requested = default
     call = context.current()
     remaining = call.time_remaining() if call is not None else None
     if remaining is None:
@@ -248,14 +250,19 @@ def outbound_timeout(requested: float | None) -> float | None:
 class ClientInterceptor:
     """Propagates request id, tenant, trace and deadline; records a client span and metric.
 
+    A call without a timeout gets ``default_timeout_s`` here rather than from the service
+    config's ``timeout``: grpcio (1.85; grpc/grpc#34547, #40633) neither sends that one to the
+    server, which then sees no deadline, nor keeps it: the call fails early, by a varying amount.
+
     grpc.aio files an interceptor under the first call kind it implements only, so one
     object cannot intercept all four kinds: :func:`client_interceptors` gives one per kind,
     all sharing this logic.
     """
 
-    def __init__(self, telemetry: Telemetry) -> None:
-        """Record into ``telemetry``."""
+    def __init__(self, telemetry: Telemetry, default_timeout_s: float | None = None) -> None:
+        """Record into ``telemetry``; give calls without a timeout ``default_timeout_s``."""
         self._telemetry = telemetry
+        self._default_timeout_s = default_timeout_s
         self._pending: set[asyncio.Future[None]] = set()
 
     async def _intercept(self, continuation: Handler, details: Any, request: Any) -> Any:
@@ -267,7 +274,7 @@ class ClientInterceptor:
         try:
             new_details = grpc.aio.ClientCallDetails(
                 method=details.method,
-                timeout=outbound_timeout(details.timeout),
+                timeout=outbound_timeout(details.timeout, self._default_timeout_s),
                 metadata=outbound_metadata(details.metadata),
                 credentials=details.credentials,
                 wait_for_ready=details.wait_for_ready,
@@ -328,6 +335,9 @@ class _StreamStream(ClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
         return await self._intercept(continuation, client_call_details, request_iterator)
 
 
-def client_interceptors(telemetry: Telemetry) -> list[ClientInterceptor]:
+def client_interceptors(
+    telemetry: Telemetry, default_timeout_s: float | None = None
+) -> list[ClientInterceptor]:
     """The kit's client interception for every call kind, for ``grpc.aio`` channels."""
-    return [kind(telemetry) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
+    kinds = (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)
+    return [kind(telemetry, default_timeout_s) for kind in kinds]

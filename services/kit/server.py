@@ -30,6 +30,12 @@ def grpc_options(settings: ServiceSettings) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
         ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_ms),
+        # grpcio closes a connection whose keepalive ping goes unanswered after the ping
+        # timeout (60 s by default), not after keepalive_timeout_ms: both carry the setting.
+        ("grpc.http2.ping_timeout_ms", settings.keepalive_timeout_ms),
+        # Ping idle connections too (gRPC's default pings only while calls are in flight), so
+        # a dead peer is found before the next call waits on it; servers accept such pings.
+        ("grpc.keepalive_permit_without_calls", 1),
         # Accept client pings as often as every 10 s without calling them abusive.
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]

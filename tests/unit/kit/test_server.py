@@ -8,7 +8,9 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -195,3 +197,30 @@ async def test_stop_reports_not_serving_before_closing() -> None:
         second = await watch.read()
         assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
         await stopping
+
+
+async def test_reflection_lists_the_services_and_describes_them(probe_service: Any) -> None:
+    _, service, _ = probe_service
+    # As grpcurl does: no deadline (reflection is exempt) and no generated code for the service.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        listed, described = [
+            reply
+            async for reply in stub.ServerReflectionInfo(
+                iter(
+                    [
+                        reflection_pb2.ServerReflectionRequest(list_services=""),
+                        reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE),
+                    ]
+                )
+            )
+        ]
+    names = {entry.name for entry in listed.list_services_response.service}
+    assert names == {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in described.file_descriptor_response.file_descriptor_proto
+    ]
+    (router,) = [f for f in files if f.package == "supportmesh.router.v1"]
+    (router_service,) = router.service
+    assert {m.name for m in router_service.method} == {"Decide", "Feedback"}
