@@ -4,6 +4,12 @@ Exactly one version is STABLE once any exists: only the first may register as ST
 promoting another retires the current one, and a STABLE version cannot be demoted
 directly (roll back by promoting the previous version). Changes are serialised with a
 transaction-scoped advisory lock so two promotions cannot both win.
+
+A CANARY decides 5–10 % of its tenants' traffic: the percentage is checked on the version
+as it would be stored, so neither registering nor updating (the share, or the status of a
+version whose share is out of range) can leave a canary outside that range. Other statuses
+serve no canary traffic and keep whatever share (0–100) they had. An update's ``reason``
+(an automatic rollback's figures) is kept in its audit entry.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ _KIND = "policyVersions"
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S{1,2000}$")
 _MUTABLE = ("status", "canary_percent", "canary_tenants", "metrics")
+# The share of its tenants' traffic a CANARY may decide (the router issue's 5–10 %).
+CANARY_PERCENT_MIN = 5
+CANARY_PERCENT_MAX = 10
+# The longest UpdatePolicyVersion reason kept in an audit entry.
+MAX_REASON_CHARS = 1000
 _STATUSES = {
     res.POLICY_VERSION_STATUS_STABLE: "STABLE",
     res.POLICY_VERSION_STATUS_CANARY: "CANARY",
@@ -110,11 +121,22 @@ def _status(value: res.PolicyVersionStatus.ValueType) -> str:
     return _STATUSES[value]
 
 
-def _percent(value: int) -> int:
-    if not 0 <= value <= 100:
+def _percent(value: int, status: str) -> int:
+    low, high = (CANARY_PERCENT_MIN, CANARY_PERCENT_MAX) if status == "CANARY" else (0, 100)
+    if not low <= value <= high:
+        condition = "of a CANARY " if status == "CANARY" else ""
         raise errors.InvalidArgument(
-            "policy_version.canary_percent must be between 0 and 100",
+            f"policy_version.canary_percent {condition}must be between {low} and {high}, "
+            f"got {value}",
             field="policy_version.canary_percent",
+        )
+    return value
+
+
+def _reason(value: str) -> str:
+    if len(value) > MAX_REASON_CHARS:
+        raise errors.InvalidArgument(
+            f"reason must be at most {MAX_REASON_CHARS} characters", field="reason"
         )
     return value
 
@@ -160,12 +182,13 @@ class PolicyVersions:
                 "policy_version.artifact_uri must be a URI such as file:///models/router/v1",
                 field="policy_version.artifact_uri",
             )
+        status = _status(wanted.status)
         params = {
             "version": wanted.version,
             "artifact_uri": wanted.artifact_uri,
             "metrics": _metrics(wanted.metrics),
-            "status": _status(wanted.status),
-            "canary_percent": _percent(wanted.canary_percent),
+            "status": status,
+            "canary_percent": _percent(wanted.canary_percent, status),
             "canary_tenants": _tenants(list(wanted.canary_tenants)),
         }
         async with db.global_transaction(self._engine) as connection:
@@ -224,6 +247,7 @@ class PolicyVersions:
         wanted = request.policy_version
         version = names.parse_policy_version(wanted.name, "policy_version.name")
         paths = store.mask_paths(request.update_mask, _MUTABLE)
+        reason = _reason(request.reason)
         async with db.global_transaction(self._engine) as connection:
             await connection.execute(_LOCK_TABLE)
             row = (await connection.execute(_GET, {"version": version})).first()
@@ -231,16 +255,19 @@ class PolicyVersions:
                 raise errors.NotFound(f"{wanted.name} not found", field="policy_version.name")
             current = _policy(row)
             source = {path: wanted if path in paths else current for path in _MUTABLE}
+            status = _status(source["status"].status)
             params = {
                 "version": version,
-                "status": _status(source["status"].status),
-                "canary_percent": _percent(source["canary_percent"].canary_percent),
+                "status": status,
+                "canary_percent": _percent(source["canary_percent"].canary_percent, status),
                 "canary_tenants": _tenants(list(source["canary_tenants"].canary_tenants)),
                 "metrics": _metrics(source["metrics"].metrics),
             }
             await self._check_transition(connection, str(row.status), str(params["status"]))
             updated = _policy((await connection.execute(_UPDATE, params)).one())
-            changes = {"update_mask": ",".join(paths), "status": str(params["status"])}
+            changes = {"update_mask": ",".join(paths), "status": status}
+            if reason:
+                changes["reason"] = reason
             await audit.record_platform(connection, updated.name, changes)
         return updated
 

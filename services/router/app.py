@@ -60,6 +60,12 @@ class RouterSettings(ServiceSettings):
     canary_margin: float = Field(0.05, description="Success-rate drop a canary is allowed.")
     canary_min_samples: int = Field(50, description="Outcomes per arm before judging a canary.")
     canary_confidence: float = Field(0.95, description="One-sided confidence of a rollback.")
+    judge_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Judge scores (0–1) below this fail an answer reported as successful.",
+    )
     novelty_ring: int = Field(64, description="Recent queries remembered per tenant.")
     novelty_tenants: int = Field(256, description="Tenants whose recent queries are remembered.")
 
@@ -158,6 +164,7 @@ def build(settings: RouterSettings, telemetry: Telemetry) -> RouterApp:
         canary_min_samples=settings.canary_min_samples,
         canary_confidence=settings.canary_confidence,
         state_ttl_s=settings.state_cache_ttl_s,
+        judge_threshold=settings.judge_threshold,
     )
     store = None if redis is None else RouterStore(redis, decision_ttl_s=settings.decision_ttl_s)
     novelty = features.NoveltyIndex(settings.novelty_ring, settings.novelty_tenants)

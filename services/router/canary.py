@@ -5,7 +5,9 @@ hashing the decision id (deterministic, so a decision can be re-attributed from 
 The rest of those tenants' requests form the stable arm. A canary is rolled back when its
 success rate is lower than the stable arm's by more than ``margin`` with one-sided
 confidence ``confidence`` (a two-proportion z-test against the shifted null
-p_canary ≥ p_stable − margin), and only once both arms have ``min_samples`` outcomes.
+p_canary ≥ p_stable − margin), and only once both arms have ``min_samples`` outcomes. The
+verdict's reason gives both arms' raw success rates and sample sizes, the margin and the
+test's figures: it is what the rollback's audit entry says.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ def _rate(successes: int, trials: int) -> float:
     return (successes + 0.5) / (trials + 1.0)
 
 
+def _arm(successes: int, trials: int) -> str:
+    return f"{successes}/{trials} succeeded ({successes / trials:.3f})"
+
+
 def evaluate(
     counts: ArmCounts, *, margin: float, min_samples: int, confidence: float = 0.95
 ) -> Verdict:
@@ -67,7 +73,8 @@ def evaluate(
     p_value = 1.0 - NormalDist().cdf(z)
     rollback = p_value < 1.0 - confidence
     reason = (
-        f"canary success {canary:.3f} vs stable {stable:.3f} (margin {margin:.3f}): "
-        f"z={z:.2f}, p={p_value:.4f}"
+        f"canary {_arm(counts.canary_successes, counts.canary_trials)} vs stable "
+        f"{_arm(counts.stable_successes, counts.stable_trials)}; margin {margin:.3f} at "
+        f"{confidence:.0%} confidence: z={z:.2f}, p={p_value:.4f}"
     )
     return Verdict(rollback, z, p_value, canary, stable, reason)

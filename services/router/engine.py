@@ -7,8 +7,9 @@ or it raises, the rule policy decides and the reason says why: the router never 
 request because of its own model. Every decision is kept in Valkey for an hour, written
 behind the answer in pipelined batches.
 
-Learning: an outcome (Feedback or a completed run) is matched to its kept decision and
-applied once to the tenant's counters; a canary arm's outcome may trigger a rollback.
+Learning: an outcome (Feedback or a completed run) is matched to its kept decision, judged
+by :func:`outcome_of` and applied once to the tenant's counters; a canary arm's outcome may
+trigger a rollback.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Report:
     validators_passed: bool
     actual_cost: float = 0.0
     actual_latency_ms: int = 0
+    judge_score: float | None = None  # in [0, 1]; None when no judge scored the answer
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,33 @@ class EngineConfig:
     canary_min_samples: int = 50
     canary_confidence: float = 0.95
     state_ttl_s: float = 2.0
+    judge_threshold: float = 0.5
+
+
+def check_judge_score(score: float | None) -> None:
+    """Refuse a judge score outside [0, 1] (NaN included)."""
+    if score is not None and not 0.0 <= score <= 1.0:
+        raise errors.InvalidArgument(
+            f"judge_score must be between 0 and 1, got {score}", field="judge_score"
+        )
+
+
+def outcome_of(report: Report, record: DecisionRecord, judge_threshold: float) -> Outcome:
+    """How a report counts for learning.
+
+    The final answer is accepted when the report says it succeeded and, if a judge scored it,
+    the score is at least ``judge_threshold``: a judge can fail a reported success, never
+    rescue a failure. The decided tier succeeded first time when it gave that accepted answer
+    itself and, for a request with a strict JSON schema, its validators passed — otherwise
+    the answer does not stand and the decision counts as a misroute.
+    """
+    final = report.final_tier or record.tier
+    judged_poor = report.judge_score is not None and report.judge_score < judge_threshold
+    accepted = report.success and not judged_poor
+    first_success = (
+        final == record.tier and accepted and (report.validators_passed or not record.strict)
+    )
+    return Outcome(report.idempotency_key, record, final, first_success, accepted)
 
 
 class Router:
@@ -233,6 +262,7 @@ class Router:
 
     async def learn(self, report: Report) -> bool:
         """Apply an outcome once; False when it was applied before."""
+        check_judge_score(report.judge_score)
         if self.store is None:
             raise errors.Unavailable("the router has no Valkey configured to learn from outcomes")
         try:
@@ -248,13 +278,7 @@ class Router:
             raise errors.NotFound(
                 f"decision {report.decision_id} not found or expired", field="decision_id"
             )
-        final = report.final_tier or record.tier
-        first_success = (
-            final == record.tier
-            and report.success
-            and (report.validators_passed or not record.strict)
-        )
-        outcome = Outcome(report.idempotency_key, record, final, first_success, report.success)
+        outcome = outcome_of(report, record, self.config.judge_threshold)
         try:
             applied = await self.store.apply(outcome)
         except RedisError as error:
@@ -262,7 +286,11 @@ class Router:
         if not applied.applied:
             return False
         self._state.invalidate(record.tenant)
-        self.metrics.outcome(tier_name(record.tier), report.success, misroute=not first_success)
+        self.metrics.outcome(
+            tier_name(record.tier), outcome.final_success, misroute=not outcome.first_success
+        )
+        if report.success and not outcome.final_success:
+            self.metrics.judge_rejections.inc()
         if report.actual_cost > 0:
             self.metrics.expected_cost.inc(record.cost_estimate)
             self.metrics.actual_cost.inc(report.actual_cost)

@@ -40,6 +40,10 @@ class RouterMetrics:
             "router_misroutes", "Outcomes whose first tier failed (escalated or not accepted).",
             registry=registry,
         )  # fmt: skip
+        self.judge_rejections = Counter(
+            "router_judge_rejections", "Outcomes reported successful that a judge scored too low.",
+            registry=registry,
+        )  # fmt: skip
         self.misroute_rate = Gauge(
             "router_misroute_rate", "Misroutes / outcomes applied by this process.",
             registry=registry,

@@ -3,8 +3,9 @@
 Durable consumer ``router-outcomes`` (declared with the others in services.kit.events).
 Each RunEvent that quotes a router decision is applied once, keyed by its run id, so a
 redelivered or re-published event changes nothing the second time. Events without a
-decision, with an unknown or expired one, or with a non-final status are acknowledged and
-skipped: retrying them cannot make them useful.
+decision, with an unknown or expired one, with a non-final status or with a judge score
+outside [0, 1] are acknowledged and skipped: retrying them cannot make them useful. A judge
+score, when the event has one, counts as :func:`services.router.engine.outcome_of` says.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def report_of(event: events_pb2.RunEvent) -> Report | None:
         validators_passed=event.validators_passed,
         actual_cost=event.cost_usd,
         actual_latency_ms=int(event.latency_ms),
+        judge_score=event.judge_score if event.HasField("judge_score") else None,
     )
 
 
@@ -54,6 +56,11 @@ def handler(router: Router) -> events.Handler:
         except errors.NotFound:
             _log.info(
                 "run outcome for an unknown or expired decision", extra={"run_id": event.run_id}
+            )
+            return
+        except errors.InvalidArgument as error:
+            _log.warning(
+                "run outcome refused", extra={"run_id": event.run_id, "error": error.message}
             )
             return
         _log.debug("run outcome", extra={"run_id": event.run_id, "applied": applied})

@@ -8,7 +8,8 @@ shipped in data/router/model); a version whose artifact does not load is served 
 rule policy, with the reason.
 
 Status changes go through ``ControlService.UpdatePolicyVersion`` (the control plane writes
-the audit entry), never into the table. A rolled-back version stops being served by this
+the audit entry, with the rollback's reason: version, tenant, both arms' success rates and
+sample sizes, margin), never into the table. A rolled-back version stops being served by this
 replica at once, whether or not the call succeeds.
 """
 
@@ -31,6 +32,9 @@ from supportmesh.control.v1 import control_service_pb2_grpc as control_grpc
 from supportmesh.control.v1 import resources_pb2
 
 _log = logging.getLogger("supportmesh.router.registry")
+
+# The control plane keeps at most this much of an UpdatePolicyVersion reason.
+MAX_REASON_CHARS = 1000
 
 _ROWS = text(
     "SELECT version, artifact_uri, status, canary_percent, canary_tenants "
@@ -166,8 +170,10 @@ class PolicyRegistry:
             r.version == version and r.status == "CANARY" for r in self.rows
         )
 
-    async def rollback(self, version: str, tenant: str, reason: str) -> RollbackAttempt:
+    async def rollback(self, version: str, tenant: str, verdict: str) -> RollbackAttempt:
         """Retire a canary: stop serving it here and ask the control plane to record it."""
+        reason = f"canary {version} rolled back automatically for tenant {tenant}: {verdict}"
+        reason = reason[:MAX_REASON_CHARS]
         self._retired.add(version)
         self.metrics.rollbacks.labels(version).inc()
         _log.warning(
@@ -184,6 +190,7 @@ class PolicyRegistry:
                 ),
                 update_mask=field_mask_pb2.FieldMask(paths=["status"]),
                 request_id=f"router-rollback-{version}",
+                reason=reason,
             )
             try:
                 await self.control.UpdatePolicyVersion(

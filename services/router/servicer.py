@@ -15,6 +15,17 @@ from supportmesh.router.v1 import router_service_pb2 as pb
 from supportmesh.router.v1 import router_service_pb2_grpc as pb_grpc
 
 
+def judge_score(request: pb.FeedbackRequest) -> float | None:
+    """The judge's score of a Feedback, or None when no judge ran.
+
+    ``judge_score`` has no presence of its own (it predates ``judged``): a score above 0
+    means a judge ran, and ``judged`` lets a client report a score of exactly 0.
+    """
+    if request.judged or request.judge_score != 0.0:
+        return request.judge_score
+    return None
+
+
 class RouterServicer(pb_grpc.RouterServiceServicer):
     """Thin adapter between the RouterService contract and the router engine."""
 
@@ -68,6 +79,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
             validators_passed=request.validators_passed,
             actual_cost=request.actual_cost,
             actual_latency_ms=request.actual_latency_ms,
+            judge_score=judge_score(request),
         )
         span = trace.get_current_span()
         span.set_attribute("tenant_id", tenant)

@@ -32,6 +32,8 @@ from supportmesh.control.v1 import resources_pb2
 from supportmesh.spec.v1 import tier_pb2 as pb
 
 DEFAULT_ERROR_COST_USD = 0.02
+# The control plane accepts a CANARY on 5–10 % of its tenants' traffic; start at the low end.
+DEFAULT_CANARY_PERCENT = 5
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", default="", help="version id (default: content hash)")
     parser.add_argument("--error-cost-usd", type=float, default=DEFAULT_ERROR_COST_USD)
     parser.add_argument("--register", action="store_true", help="register as a CANARY version")
-    parser.add_argument("--canary-percent", type=int, default=5)
+    parser.add_argument(
+        "--canary-percent", type=int, default=DEFAULT_CANARY_PERCENT, help="5–10 (default 5)"
+    )
     parser.add_argument("--canary-tenant", action="append", default=[], dest="canary_tenants")
     args = parser.parse_args(argv)
     samples = dataset.load_labelled(args.data)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
 import asyncpg
 import grpc
@@ -325,10 +326,10 @@ async def test_policy_version_rollout(stub: Stub, tenant: str) -> None:
         stub,
         second.name,
         ["canary_percent", "canary_tenants"],
-        canary_percent=50,
+        canary_percent=8,
         canary_tenants=[tenant],
     )
-    assert (widened.canary_percent, list(widened.canary_tenants)) == (50, [tenant])
+    assert (widened.canary_percent, list(widened.canary_tenants)) == (8, [tenant])
     error = await fails(
         stub.UpdatePolicyVersion(
             pb.UpdatePolicyVersionRequest(
@@ -404,6 +405,92 @@ async def test_policy_version_rollout(stub: Stub, tenant: str) -> None:
         )
     )
     assert error.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def _refused_percent(call: Awaitable[Any]) -> None:
+    error = await fails(call)
+    assert (error.code, error.reason, error.metadata["field"]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "VALIDATION_FAILED",
+        "policy_version.canary_percent",
+    )
+    assert "between 5 and 10" in error.message
+
+
+@pytest.mark.usefixtures("restore_policy_versions")
+async def test_a_canary_decides_5_to_10_percent_of_traffic(
+    stub: Stub, admin_db: asyncpg.Connection
+) -> None:
+    def register(
+        percent: int, status: res.PolicyVersionStatus.ValueType
+    ) -> Awaitable[pb.RegisterPolicyVersionResponse]:
+        version = unique("p")
+        return stub.RegisterPolicyVersion(
+            pb.RegisterPolicyVersionRequest(
+                policy_version=res.PolicyVersion(
+                    version=version, artifact_uri=f"file:///models/router/{version}",
+                    status=status, canary_percent=percent,
+                ),
+                request_id=uuid.uuid4().hex,
+            ),
+            metadata=OPERATOR.md,
+            timeout=TIMEOUT,
+        )  # fmt: skip
+
+    def update(
+        name: str, paths: list[str], reason: str = "", **fields: object
+    ) -> Awaitable[pb.UpdatePolicyVersionResponse]:
+        return stub.UpdatePolicyVersion(
+            pb.UpdatePolicyVersionRequest(
+                policy_version=res.PolicyVersion(name=name, **fields),  # type: ignore[arg-type]
+                update_mask=field_mask_pb2.FieldMask(paths=paths),
+                reason=reason,
+            ),
+            metadata=OPERATOR.md,
+            timeout=TIMEOUT,
+        )
+
+    canary = res.POLICY_VERSION_STATUS_CANARY
+    for percent in (0, 4, 11, 50, 100):
+        await _refused_percent(register(percent, canary))
+    low = (await register(5, canary)).policy_version
+    assert low.canary_percent == 5
+    high = await _update_policy(stub, low.name, ["canary_percent"], canary_percent=10)
+    assert high.canary_percent == 10
+    for percent in (4, 11):
+        await _refused_percent(update(low.name, ["canary_percent"], canary_percent=percent))
+    stored = await admin_db.fetchval(
+        "SELECT canary_percent FROM app.policy_versions WHERE version = $1", low.version
+    )
+    assert stored == 10
+
+    # A version serving no canary traffic may keep any share, but becomes a canary only
+    # with one in range.
+    parked = (await register(50, res.POLICY_VERSION_STATUS_RETIRED)).policy_version
+    assert parked.canary_percent == 50
+    await _refused_percent(update(parked.name, ["status"], status=canary))
+    revived = await _update_policy(
+        stub, parked.name, ["status", "canary_percent"], status=canary, canary_percent=7
+    )
+    assert (revived.status, revived.canary_percent) == (canary, 7)
+
+    # A rollback's reason is kept in its audit entry; an overlong one is refused.
+    error = await fails(
+        update(low.name, ["status"], "x" * 1001, status=res.POLICY_VERSION_STATUS_RETIRED)
+    )
+    assert (error.code, error.metadata["field"]) == (grpc.StatusCode.INVALID_ARGUMENT, "reason")
+    reason = "canary rolled back: 2/40 succeeded vs 38/40, margin 0.050"
+    await update(low.name, ["status"], reason, status=res.POLICY_VERSION_STATUS_RETIRED)
+    audited = await admin_db.fetch(
+        "SELECT metadata->>'status' AS status, metadata->>'reason' AS reason "
+        "FROM app.platform_audit_logs WHERE resource = $1 ORDER BY created_at",
+        low.name,
+    )
+    assert [(row["status"], row["reason"]) for row in audited] == [
+        ("CANARY", None),  # registered
+        ("CANARY", None),  # share changed
+        ("RETIRED", reason),
+    ]
 
 
 async def test_workflow_overrides(stub: Stub, tenant: str) -> None:

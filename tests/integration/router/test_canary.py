@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import asyncpg
@@ -10,6 +11,13 @@ import asyncpg
 from services.router.app import SHIPPED_MODEL
 from supportmesh.router.v1 import router_service_pb2 as pb
 from tests.integration.router.conftest import Harness, as_tenant
+
+REASON = re.compile(
+    r"canary (?P<version>\S+) rolled back automatically for tenant (?P<tenant>\S+): "
+    r"canary (?P<canary_s>\d+)/(?P<canary_n>\d+) succeeded \((?P<canary_rate>[\d.]+)\) vs "
+    r"stable (?P<stable_s>\d+)/(?P<stable_n>\d+) succeeded \((?P<stable_rate>[\d.]+)\); "
+    r"margin (?P<margin>[\d.]+) at 95% confidence: z=(?P<z>[\d.-]+), p=(?P<p>[\d.]+)"
+)
 
 
 async def test_a_worse_canary_is_rolled_back_end_to_end(router: Harness) -> None:
@@ -45,13 +53,38 @@ async def test_a_worse_canary_is_rolled_back_end_to_end(router: Harness) -> None
         assert len(attempts) == 1
         attempt = attempts[0]
         assert attempt.tenant == tenant
-        assert "canary success" in attempt.reason
         assert attempt.called
         assert attempt.ok, attempt.error
         status = await admin.fetchval(
             "SELECT status FROM app.policy_versions WHERE version = $1", version
         )
         assert status == "RETIRED"
+        # The control plane audited the rollback with the router's reason.
+        audits = await admin.fetch(
+            "SELECT actor, action, metadata::text AS metadata FROM app.platform_audit_logs "
+            "WHERE resource = $1",
+            f"policyVersions/{version}",
+        )
+        assert len(audits) == 1
+        audit = audits[0]
+        assert audit["action"] == "supportmesh.control.v1.ControlService/UpdatePolicyVersion"
+        assert audit["actor"] == "platform:admin"
+        metadata = json.loads(audit["metadata"])
+        assert (metadata["status"], metadata["update_mask"]) == ("RETIRED", "status")
+        assert metadata["reason"] == attempt.reason
+        found = REASON.fullmatch(metadata["reason"])
+        assert found is not None, metadata["reason"]
+        assert (found["version"], found["tenant"]) == (version, tenant)
+        # Every canary answer failed and every stable one succeeded, and the verdict came
+        # once both arms had the configured minimum of outcomes.
+        canary_n, stable_n = int(found["canary_n"]), int(found["stable_n"])
+        minimum = router.app.settings.canary_min_samples
+        assert minimum <= canary_n <= counts["canary"]
+        assert minimum <= stable_n <= counts["stable"]
+        assert (int(found["canary_s"]), int(found["stable_s"])) == (0, stable_n)
+        assert (found["canary_rate"], found["stable_rate"]) == ("0.000", "1.000")
+        assert float(found["margin"]) == router.app.settings.canary_margin
+        assert float(found["p"]) < 1 - router.app.settings.canary_confidence
         assert router.metric("router_canary_rollbacks_total", {"version": version}) == 1
         # Retired here at once: no further decision for the tenant uses the canary.
         for i in range(200):

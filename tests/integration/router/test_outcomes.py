@@ -67,6 +67,19 @@ async def test_a_republished_run_outcome_counts_once(router: Harness, js: JetStr
     assert await trials(router, tenant, decision.tier) == 1
 
 
+async def test_a_run_whose_answer_a_judge_scored_low_teaches_a_failure(
+    router: Harness, js: JetStreamContext
+) -> None:
+    tenant = await router.tenant()
+    decision, event = await completed_run(router, tenant)
+    event.judge_score = 0.1
+    await events.publish(js, events.AGENT_RUN_COMPLETED, event, event.run_id)
+    assert await wait_for_trials(router, tenant, decision.tier) == 1
+    state: TenantState = await router.app.router.store.tenant_state(tenant)  # type: ignore[union-attr]
+    # The run succeeded, but its judge's score is below the threshold: a failure.
+    assert state.arms[decision.tier].successes == 0
+
+
 async def test_a_redelivered_run_outcome_counts_once(router: Harness, js: JetStreamContext) -> None:
     tenant = await router.tenant()
     decision, event = await completed_run(router, tenant)

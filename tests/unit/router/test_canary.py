@@ -44,3 +44,14 @@ def test_a_small_drop_needs_many_samples() -> None:
     assert not few.rollback
     assert many.rollback
     assert many.z > few.z
+
+
+def test_the_reason_gives_both_arms_rates_sample_sizes_and_the_margin() -> None:
+    verdict = canary.evaluate(
+        canary.ArmCounts(100, 70, 900, 855), margin=0.05, min_samples=50, confidence=0.95
+    )
+    assert verdict.reason.startswith(
+        "canary 70/100 succeeded (0.700) vs stable 855/900 succeeded (0.950); "
+        "margin 0.050 at 95% confidence: "
+    )
+    assert f"z={verdict.z:.2f}, p={verdict.p_value:.4f}" in verdict.reason

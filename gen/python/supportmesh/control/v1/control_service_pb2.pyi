@@ -1348,8 +1348,11 @@ class UpdatePolicyVersionRequest(_message.Message):
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key: a retry with the same request_id is applied once and returns the same result."""
+    reason: _builtins.str
+    """Why the rollout changes, e.g. an automatic canary rollback's figures; kept in the audit entry (at most 1000 characters)."""
     @_builtins.property
     def policy_version(self) -> _resources_pb2.PolicyVersion:
         """The version with its name and new values."""
@@ -1364,10 +1367,11 @@ class UpdatePolicyVersionRequest(_message.Message):
         policy_version: _resources_pb2.PolicyVersion | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy_version", b"policy_version", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_version", b"policy_version", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_version", b"policy_version", "reason", b"reason", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

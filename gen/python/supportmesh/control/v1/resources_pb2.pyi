@@ -750,7 +750,7 @@ class PolicyVersion(_message.Message):
     status: Global___PolicyVersionStatus.ValueType
     """Rollout state; registration accepts CANARY or RETIRED, and STABLE only for the first version."""
     canary_percent: _builtins.int
-    """Percentage (0–100) of each canary tenant's requests decided by this version while it is CANARY."""
+    """Percentage of each canary tenant's requests decided by this version while it is CANARY: 5–10 for a CANARY, 0–100 otherwise."""
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Evaluation metrics by name, e.g. "misroute_rate", "expected_cost_usd", "calibration_error"."""

@@ -41,6 +41,7 @@ class RunEvent(_message.Message):
     VALIDATORS_PASSED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    JUDGE_SCORE_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant the run belongs to."""
     run_id: _builtins.str
@@ -63,6 +64,8 @@ class RunEvent(_message.Message):
     """Wall time so far in milliseconds."""
     validators_passed: _builtins.bool
     """Whether validators passed on the final answer."""
+    judge_score: _builtins.float
+    """Judge score of the final answer in [0, 1], higher is better; unset when no judge ran."""
     @_builtins.property
     def error(self) -> _errors_pb2.ErrorSpec:
         """The failure, when the run failed."""
@@ -87,12 +90,15 @@ class RunEvent(_message.Message):
         validators_passed: _builtins.bool = ...,
         error: _errors_pb2.ErrorSpec | None = ...,
         occur_time: _timestamp_pb2.Timestamp | None = ...,
+        judge_score: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "occur_time", b"occur_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_judge_score", b"_judge_score", "error", b"error", "judge_score", b"judge_score", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "decision_id", b"decision_id", "error", b"error", "latency_ms", b"latency_ms", "occur_time", b"occur_time", "run_id", b"run_id", "status", b"status", "tenant_id", b"tenant_id", "tier", b"tier", "tokens", b"tokens", "validators_passed", b"validators_passed", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_judge_score", b"_judge_score", "cost_usd", b"cost_usd", "decision_id", b"decision_id", "error", b"error", "judge_score", b"judge_score", "latency_ms", b"latency_ms", "occur_time", b"occur_time", "run_id", b"run_id", "status", b"status", "tenant_id", b"tenant_id", "tier", b"tier", "tokens", b"tokens", "validators_passed", b"validators_passed", "workflow", b"workflow", "workflow_version", b"workflow_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__judge_score: _TypeAlias = _typing.Literal["judge_score"]  # noqa: Y015
+    _WhichOneofArgType__judge_score: _TypeAlias = _typing.Literal["_judge_score", b"_judge_score"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__judge_score) -> _WhichOneofReturnType__judge_score | None: ...
 
 Global___RunEvent: _TypeAlias = RunEvent  # noqa: Y015
 

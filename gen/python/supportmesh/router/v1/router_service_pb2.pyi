@@ -127,6 +127,7 @@ class FeedbackRequest(_message.Message):
     ACTUAL_COST_FIELD_NUMBER: _builtins.int
     ACTUAL_LATENCY_MS_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
+    JUDGED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key: the same request_id is applied once."""
     decision_id: _builtins.str
@@ -138,13 +139,15 @@ class FeedbackRequest(_message.Message):
     validators_passed: _builtins.bool
     """Whether strict JSON/schema validators passed."""
     judge_score: _builtins.float
-    """Judge score in [0, 1], when a judge ran."""
+    """Judge score of the final answer in [0, 1], higher is better; read when judged is set or the score is above 0."""
     actual_cost: _builtins.float
     """Actual cost in US dollars."""
     actual_latency_ms: _builtins.int
     """Actual latency in milliseconds."""
     tenant_id: _builtins.str
     """The tenant; must match the caller's credential."""
+    judged: _builtins.bool
+    """Whether a judge scored the final answer, so that a judge_score of 0 counts; a judge_score above 0 implies it."""
     def __init__(
         self,
         *,
@@ -157,10 +160,11 @@ class FeedbackRequest(_message.Message):
         actual_cost: _builtins.float = ...,
         actual_latency_ms: _builtins.int = ...,
         tenant_id: _builtins.str = ...,
+        judged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_cost", b"actual_cost", "actual_latency_ms", b"actual_latency_ms", "decision_id", b"decision_id", "judge_score", b"judge_score", "request_id", b"request_id", "success", b"success", "tenant_id", b"tenant_id", "tier", b"tier", "validators_passed", b"validators_passed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_cost", b"actual_cost", "actual_latency_ms", b"actual_latency_ms", "decision_id", b"decision_id", "judge_score", b"judge_score", "judged", b"judged", "request_id", b"request_id", "success", b"success", "tenant_id", b"tenant_id", "tier", b"tier", "validators_passed", b"validators_passed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
