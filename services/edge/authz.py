@@ -79,8 +79,8 @@ def gate_unavailable() -> errors.Unavailable:
     )
 
 
-def trusted_headers(principal: Principal) -> tuple[dict[str, str], list[str]]:
-    """The trusted metadata to set for upstreams, and the trusted keys to remove."""
+def trusted_headers(principal: Principal) -> dict[str, str]:
+    """The trusted metadata to set for upstreams (the edge strips clients' copies first)."""
     values = {
         context.TENANT_KEY: principal.tenant_id,
         context.SUBJECT_KEY: principal.subject,
@@ -88,5 +88,4 @@ def trusted_headers(principal: Principal) -> tuple[dict[str, str], list[str]]:
         context.PLATFORM_ADMIN_KEY: "1" if principal.platform_admin else "",
         context.MAX_CONNECTIONS_KEY: str(principal.limits.max_connections or ""),
     }
-    to_set = {key: value for key, value in values.items() if value}
-    return to_set, [key for key in context.TRUSTED_KEYS if key not in to_set]
+    return {key: value for key, value in values.items() if value}

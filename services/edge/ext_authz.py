@@ -39,7 +39,6 @@ import time
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.edge.authn import Principal
 from services.edge.authz import Gate, gate_unavailable, trusted_headers
 from services.kit import errors
 from services.kit.gateway import AUTHZ_PATH_PREFIX as PATH_PREFIX
@@ -74,12 +73,6 @@ def denial_headers(error: errors.DomainError) -> dict[str, str]:
 def denial(error: errors.DomainError) -> web.Response:
     """The answer refusing a request: ``error``'s HTTP code and status headers, no body."""
     return web.Response(status=error.http_status, headers=denial_headers(error))
-
-
-def allowance_headers(principal: Principal) -> dict[str, str]:
-    """The trusted headers an OK answer sets for the upstream."""
-    to_set, _ = trusted_headers(principal)
-    return to_set
 
 
 class Authorizer:
@@ -135,5 +128,5 @@ class Authorizer:
         if headers is None:
             if len(self._allowances) >= _MAX_ALLOWANCES:
                 self._allowances.clear()
-            headers = self._allowances[identity] = allowance_headers(principal)
+            headers = self._allowances[identity] = trusted_headers(principal)
         return web.Response(status=200, headers=headers)

@@ -148,7 +148,7 @@ class ChatBridge:
             return refusal(gate_unavailable())
         socket = web.WebSocketResponse(max_msg_size=self._max_frame_bytes, autoping=True)
         await socket.prepare(request)
-        to_set, _ = trusted_headers(principal)
+        to_set = trusted_headers(principal)
         request_id = headers.get(context.REQUEST_ID_KEY) or uuid.uuid4().hex
         metadata = [*to_set.items(), (context.REQUEST_ID_KEY, request_id)]
         # The stubs type only the sync form; aio's Chat() opens a stream written with write().

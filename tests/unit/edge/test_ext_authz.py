@@ -13,7 +13,8 @@ from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import CollectorRegistry
 
 from services.edge.authn import CredentialKind, Principal
-from services.edge.ext_authz import Authorizer, allowance_headers, denial, percent_encode
+from services.edge.authz import trusted_headers
+from services.edge.ext_authz import Authorizer, denial, percent_encode
 from services.kit import context, errors, gateway
 from supportmesh.common.v1 import errors_pb2
 
@@ -68,7 +69,7 @@ def test_percent_encoding_follows_the_grpc_spec() -> None:
 
 
 def test_allowance_sets_the_identity_and_nothing_else() -> None:
-    assert allowance_headers(ACME) == {
+    assert trusted_headers(ACME) == {
         context.TENANT_KEY: "acme",
         context.SUBJECT_KEY: "tenants/acme/apiKeys/k",
         context.SCOPES_KEY: "chat:write router:decide",
@@ -85,7 +86,7 @@ def test_allowance_for_the_operator_sets_no_tenant() -> None:
         kind=CredentialKind.API_KEY,
         platform_admin=True,
     )
-    headers = allowance_headers(operator)
+    headers = trusted_headers(operator)
     assert headers[context.PLATFORM_ADMIN_KEY] == "1"
     assert context.TENANT_KEY not in headers
 
@@ -118,7 +119,7 @@ async def test_the_gate_is_asked_about_the_method_path_after_the_prefix() -> Non
     assert gate.asked == [(method, "smk_x")]
     assert response.status == 200
     sent = {key: value for key, value in response.headers.items() if key != "Content-Type"}
-    assert sent == allowance_headers(ACME)
+    assert sent == trusted_headers(ACME)
 
 
 @pytest.mark.asyncio
