@@ -95,6 +95,9 @@ class Answers:
         if key in self._kicked:
             self._kicked.discard(key)
             self.ensure(key)
+        else:
+            # Connections waiting for this instance's next event: look in Valkey instead.
+            self.hub.nudge(key)
 
     async def _drive(self, key: SessionKey) -> None:
         tenant_id, session_id = key

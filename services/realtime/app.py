@@ -17,6 +17,7 @@ from services.realtime.answers import Answers
 from services.realtime.connection import Limits, Realtime
 from services.realtime.hub import Hub
 from services.realtime.metrics import RealtimeMetrics
+from services.realtime.nudges import Nudges
 from services.realtime.servicer import RealtimeServicer
 from services.realtime.sessions import Sessions
 from supportmesh.orchestrator.v1 import orchestrator_service_pb2_grpc as orchestrator_grpc
@@ -43,7 +44,12 @@ class RealtimeSettings(ServiceSettings):
     ack_window: int = Field(64, ge=1, description="Unacknowledged events an acking client gets.")
     heartbeat_s: float = Field(15.0, gt=0, description="Heartbeat interval on a quiet stream.")
     idle_timeout_s: float = Field(300.0, gt=0, description="Chat closes after this long idle.")
-    poll_s: float = Field(1.0, gt=0, description="How often a stream looks for remote answers.")
+    poll_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often a stream looks for remote answers (quiet: up to 8x; a "
+        "message queued elsewhere wakes it at once).",
+    )
     max_message_chars: int = Field(8000, ge=1, description="Longest user message.")
     max_connections_per_tenant: int = Field(1000, ge=1, description="Open streams per tenant.")
     session_ttl_s: int = Field(3600, ge=60, description="How long a quiet session is kept.")
@@ -63,6 +69,7 @@ class RealtimeApp:
     telemetry: Telemetry
     service_names: tuple[str, ...] = SERVICE_NAMES
     realtime: Realtime | None = None
+    nudges: Nudges | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -89,6 +96,8 @@ class RealtimeApp:
             tracer=self.telemetry.tracer, answer_timeout_s=s.answer_timeout_s,
         )  # fmt: skip
         self._stack.push_async_callback(answers.stop)
+        self.nudges = Nudges(sessions, answers.hub, retry_s=s.poll_s)
+        self._stack.push_async_callback(self.nudges.stop)
         limits = Limits(
             buffer_events=s.buffer_events, max_delta_chars=s.max_delta_chars,
             ack_window=s.ack_window, heartbeat_s=s.heartbeat_s, idle_timeout_s=s.idle_timeout_s,

@@ -2,11 +2,15 @@
 
 The feed replays the session's logged events after the client's last seen sequence, then
 follows new ones: from the in-process hub while this instance produces the answers, or by
-tailing the Valkey log while another instance does. The writer sends what the outbox holds,
-heartbeats when nothing happens, and — once the client has acknowledged at least once —
-keeps no more than ``ack_window`` events unacknowledged, so a client that reads slowly gets
-coalesced deltas even when transport buffers (Envoy, the WebSocket bridge) would hide its
-slowness from HTTP/2 flow control.
+tailing the Valkey log while another instance does. A message queued on another instance
+nudges the session's connections here (:mod:`services.realtime.nudges`); polling is the
+fallback, every ``poll_s`` at first and then, while the session stays quiet, less often
+(doubling up to ``IDLE_BACKOFF`` times ``poll_s``), so idle connections cost Valkey and
+this process little. The writer sends what the
+outbox holds, heartbeats when nothing happens, and — once the client has acknowledged at
+least once — keeps no more than ``ack_window`` events unacknowledged, so a client that
+reads slowly gets coalesced deltas even when transport buffers (Envoy, the WebSocket
+bridge) would hide its slowness from HTTP/2 flow control.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from redis.exceptions import RedisError
 
 from services.kit import errors
 from services.realtime.answers import Answers
-from services.realtime.hub import Hub
+from services.realtime.hub import NUDGE, Hub
 from services.realtime.metrics import RealtimeMetrics
 from services.realtime.outbox import Outbox, is_terminal
 from services.realtime.sessions import Sessions
@@ -32,6 +36,7 @@ from supportmesh.common.v1 import errors_pb2
 from supportmesh.spec.v1 import message_pb2
 
 _log = logging.getLogger("supportmesh.realtime.connection")
+IDLE_BACKOFF = 8
 Write = Callable[[message_pb2.StreamEvent], Awaitable[None]]
 
 
@@ -93,6 +98,8 @@ class Connection:
         self.sending = False
         self._acked = asyncio.Event()
         self._unacked: deque[int] = deque()  # sequences sent and not acknowledged yet
+        self._quiet_s = limits.poll_s  # the next wait of a quiet session for remote answers
+        self._nudged = False  # woken by a message queued elsewhere, not yet looked at
 
     def _count_drop(self, action: str) -> None:
         self.rt.metrics.drops.labels(action).inc()
@@ -148,31 +155,45 @@ class Connection:
             self._put(event)
 
     async def _follow(self, queue: asyncio.Queue[message_pb2.StreamEvent]) -> None:
-        sessions, answers = self.rt.sessions, self.rt.answers
+        sessions, answers, poll_s = self.rt.sessions, self.rt.answers, self.rt.limits.poll_s
         if answers.local(self.key) or not queue.empty():
-            await self._from_hub(queue)
+            self._quiet_s = poll_s
+            self._nudged = await self._from_hub(queue, poll_s) is NUDGE
         elif await sessions.waiting(*self.key):
-            # Answered elsewhere, or by nobody since an instance died: take it over.
-            answers.ensure(self.key)
-            block = int(self.rt.limits.poll_s * 1000)
-            for event in await sessions.tail(*self.key, self.cursor, block):
+            # Answered elsewhere, or by nobody since an instance died: take it over. Not
+            # right after a nudge: the instance that queued the message is taking it.
+            self._quiet_s = poll_s
+            if not self._nudged:
+                answers.ensure(self.key)
+            self._nudged = False
+            for event in await sessions.tail(*self.key, self.cursor, int(poll_s * 1000)):
                 self._put(event)
         else:
             # Nothing is being answered: pick up what another instance logged last, then
-            # wait for this instance's next answer.
+            # wait for this instance's next answer or a nudge, longer each quiet round.
+            before = self.cursor
             await self._catch_up()
-            await self._from_hub(queue)
+            heard = await self._from_hub(queue, self._quiet_s)
+            self._nudged = heard is NUDGE
+            if heard is not None or self.cursor != before:
+                self._quiet_s = poll_s
+            else:
+                self._quiet_s = min(2 * self._quiet_s, IDLE_BACKOFF * poll_s)
 
-    async def _from_hub(self, queue: asyncio.Queue[message_pb2.StreamEvent]) -> None:
+    async def _from_hub(
+        self, queue: asyncio.Queue[message_pb2.StreamEvent], wait_s: float
+    ) -> message_pb2.StreamEvent | None:
+        """The next event (or nudge) from this instance, waiting ``wait_s``; None: none came."""
         try:
-            event = await asyncio.wait_for(queue.get(), self.rt.limits.poll_s)
+            event = await asyncio.wait_for(queue.get(), wait_s)
         except TimeoutError:
-            return
+            return None
         if event.sequence > self.cursor + 1:
             # Published before this feed subscribed yet after its replay: read the gap.
             for missed in await self.rt.sessions.replay(*self.key, self.cursor, event.sequence - 1):
                 self._put(missed)
         self._put(event)
+        return event
 
     async def write(self, send: Write, done: Callable[[message_pb2.StreamEvent], bool]) -> None:
         """Send outbox events until ``done(event)`` after a sent one, or the session ends."""

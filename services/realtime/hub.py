@@ -1,8 +1,9 @@
 """In-process fan-out of a session's new events to the connections attached here.
 
 The Valkey log is the source of truth; the hub only saves local connections a round trip
-while this instance produces the session's answers. A subscriber's queue is drained by its
-connection's feed task, which never blocks, so the queue stays short.
+while this instance produces the session's answers, and wakes them (:data:`NUDGE`) when a
+message for their session was queued on another instance. A subscriber's queue is drained
+by its connection's feed task, which never blocks, so the queue stays short.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 from supportmesh.spec.v1 import message_pb2
 
 SessionKey = tuple[str, str]  # (tenant_id, session_id)
+NUDGE = message_pb2.StreamEvent()  # sequence 0: not an event of the session, only a wake-up
 
 
 class Hub:
@@ -39,3 +41,8 @@ class Hub:
         """Hand a logged event (sequence set) to every local subscriber of the session."""
         for queue in self._subscribers.get(key, ()):
             queue.put_nowait(event)
+
+    def nudge(self, key: SessionKey) -> None:
+        """Wake the session's local subscribers: look in Valkey for what changed."""
+        for queue in self._subscribers.get(key, ()):
+            queue.put_nowait(NUDGE)

@@ -14,6 +14,10 @@ Per session (all keys share one hash slot, ``rt:{tenant:session}:…``):
 
 A tenant's open connections are a sorted set ``rt:conns:{tenant}`` of connection ids scored
 by expiry, so a crashed instance's connections stop counting once their expiry passes.
+
+Queuing a message also publishes the session on the ``rt:nudge`` channel (in the same
+script), so a quiet connection attached to another instance learns of it at once instead
+of at its next poll. Pub/sub delivers at most once: polling remains the fallback.
 """
 
 from __future__ import annotations
@@ -21,14 +25,18 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
 from services.kit import errors
+from services.realtime.hub import SessionKey
 from supportmesh.common.v1 import errors_pb2
 from supportmesh.spec.v1 import message_pb2
+
+NUDGE_CHANNEL = "rt:nudge"
 
 _SUBMIT = """
 if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) == false then
@@ -37,6 +45,7 @@ end
 local position = redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return {position, tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')}
 """
 
@@ -176,9 +185,20 @@ class Sessions:
         keys = Keys.of(tenant_id, session_id)
         found = await self._submit(
             keys=[keys.meta, keys.queue, keys.request(item.request_id)],
-            args=[item.dump(), self.ttl_s],
+            args=[item.dump(), self.ttl_s, NUDGE_CHANNEL, json.dumps([tenant_id, session_id])],
         )
         return int(found[0]), int(found[1])
+
+    async def nudges(self) -> AsyncIterator[SessionKey]:
+        """Sessions that have just queued a message, on any instance, from now on."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(NUDGE_CHANNEL)
+            async for message in pubsub.listen():
+                found = json.loads(message["data"])
+                yield found[0], found[1]
+        finally:
+            await pubsub.aclose()
 
     async def append(
         self, tenant_id: str, session_id: str, event: message_pb2.StreamEvent, *, terminal: bool
