@@ -7,7 +7,7 @@ import asyncio
 import signal
 
 from services.dataplane import migrate
-from services.kit import events, logs
+from services.kit import events, heap, logs
 from services.kit.settings import InfraSettings
 
 
@@ -15,6 +15,7 @@ async def _run_dlq(nats_url: str) -> None:
     client, js = await events.connect(nats_url)
     forwarder = events.dead_letter_forwarder(js)
     await forwarder.start()
+    heap.freeze()
     print("READY dlq-forwarder", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.kit import logs
+from services.kit import heap, logs
 from services.kit.interceptors import ServerInterceptor
 from services.kit.settings import ServiceSettings
 from services.kit.telemetry import Telemetry
@@ -127,6 +127,7 @@ def run_service(
 
     async def main() -> None:
         names, register = build()
+        heap.freeze()  # before the port opens: nothing waits on this collection
         service = await start_server(settings, register, names, Telemetry(settings.service_name))
         # The dev supervisor and tests read the bound port from this line.
         print(f"READY {settings.service_name} port={service.port}", flush=True)
@@ -158,6 +159,7 @@ def run_app(settings: ServiceSettings, build: Callable[[Telemetry], ServiceApp])
         telemetry = Telemetry(settings.service_name)
         app = build(telemetry)
         await app.start()
+        heap.freeze()  # before the port opens: nothing waits on this collection
         try:
             service = await start_server(settings, app.register, app.service_names, telemetry)
             # The dev supervisor and tests read the bound port from this line.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from services.kit import logs
+from services.kit import heap, logs
 from services.kit.server import run_until_signalled, start_server
 from services.kit.telemetry import Telemetry
 from services.knowledge.app import KnowledgeSettings, build
@@ -23,6 +23,7 @@ async def serve(settings: KnowledgeSettings, *, worker_only: bool) -> None:
     telemetry = Telemetry(settings.service_name)
     app = build(settings)
     await app.start(work=worker_only or app.works)
+    heap.freeze()  # before the port opens: nothing waits on this collection
     try:
         if worker_only:
             service = await start_server(settings, lambda server: None, (), telemetry)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.kit import errors
+from services.kit import errors, heap
 from services.knowledge.minilm import DIMENSION as LOCAL_DIMENSION
 from services.knowledge.minilm import MODEL_NAME as LOCAL_MODEL
 from services.knowledge.minilm import MiniLM, Precision, Vectors
@@ -103,6 +103,8 @@ class LocalEmbedder:
             self._loading = asyncio.create_task(
                 asyncio.to_thread(MiniLM, self._threads, self._precision)
             )
+            # The model lives as long as the process: keep collections from walking it.
+            self._loading.add_done_callback(lambda _: heap.refreeze())
 
     async def _ready(self) -> MiniLM:
         if self._model is None:
