@@ -140,6 +140,8 @@ class Connection:
         try:
             await self._catch_up()
             while True:
+                if cancelling():  # a library swallowed the request: honour it here
+                    raise asyncio.CancelledError
                 try:
                     await self._follow(queue)
                 except RedisError:
@@ -185,7 +187,10 @@ class Connection:
     ) -> message_pb2.StreamEvent | None:
         """The next event (or nudge) from this instance, waiting ``wait_s``; None: none came."""
         try:
-            event = await asyncio.wait_for(queue.get(), wait_s)
+            # Not wait_for: on 3.11 it swallows a cancellation that meets a ready result,
+            # and a feed that missed its cancellation would keep its stream open forever.
+            async with asyncio.timeout(wait_s):
+                event = await queue.get()
         except TimeoutError:
             return None
         if event.sequence > self.cursor + 1:
@@ -221,7 +226,8 @@ class Connection:
         while self.acked is not None and len(self._unacked) >= window:
             self._acked.clear()
             try:
-                await asyncio.wait_for(self._acked.wait(), self.rt.limits.heartbeat_s)
+                async with asyncio.timeout(self.rt.limits.heartbeat_s):
+                    await self._acked.wait()
             except TimeoutError:
                 await self._tick(send)
 

@@ -78,7 +78,8 @@ class Outbox:
         while not self._items:
             self._ready.clear()
             try:
-                await asyncio.wait_for(self._ready.wait(), wait_s)
+                async with asyncio.timeout(wait_s):  # not wait_for: see Connection._from_hub
+                    await self._ready.wait()
             except TimeoutError:
                 return None
         return self._items.popleft()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from services.realtime.connection import IDLE_BACKOFF
+import pytest
+
+from services.realtime.connection import IDLE_BACKOFF, Connection
 from tests.integration.realtime.conftest import (
     QUESTION,
     Chat,
@@ -102,3 +104,23 @@ async def test_a_quiet_connection_polls_less_and_less(
     events = await asyncio.wait_for(chat.until_final(), 20)
     assert "30 days" in events[-1].final_message.message.content
     chat.call.cancel()
+
+
+async def test_a_feed_stops_when_cancelled_as_a_nudge_arrives(
+    tenant: Tenant, start_instance: StartInstance
+) -> None:
+    # An answer's end nudges its session's feeds just as their streams end and cancel
+    # them. A feed that took the nudge instead of the cancellation would keep its stream
+    # open until the client's deadline.
+    instance = await start_instance()
+    realtime = instance.app.realtime
+    assert realtime is not None
+    session = await realtime.sessions.open(tenant.id, "u1", "")
+    connection = Connection(realtime, tenant.id, session, "Chat", 10)
+    for _ in range(5):
+        feed = asyncio.create_task(connection.feed(0))
+        await asyncio.sleep(0.1)  # following: waiting on the hub
+        realtime.hub.nudge(connection.key)  # the wake-up and the cancellation meet
+        feed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(feed, 10)
