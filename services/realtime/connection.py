@@ -6,11 +6,11 @@ tailing the Valkey log while another instance does. A message queued on another 
 nudges the session's connections here (:mod:`services.realtime.nudges`); polling is the
 fallback, every ``poll_s`` at first and then, while the session stays quiet, less often
 (doubling up to ``IDLE_BACKOFF`` times ``poll_s``), so idle connections cost Valkey and
-this process little. The writer sends what the
-outbox holds, heartbeats when nothing happens, and — once the client has acknowledged at
-least once — keeps no more than ``ack_window`` events unacknowledged, so a client that
-reads slowly gets coalesced deltas even when transport buffers (Envoy, the WebSocket
-bridge) would hide its slowness from HTTP/2 flow control.
+this process little. The writer sends what the outbox holds, heartbeats when nothing
+happens, and — once the client has acknowledged at least once — keeps no more than
+``ack_window`` events unacknowledged, so a client that reads slowly gets coalesced deltas
+even when transport buffers (Envoy, the WebSocket bridge) would hide its slowness from
+HTTP/2 flow control.
 """
 
 from __future__ import annotations

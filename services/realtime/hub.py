@@ -1,9 +1,10 @@
 """In-process fan-out of a session's new events to the connections attached here.
 
 The Valkey log is the source of truth; the hub only saves local connections a round trip
-while this instance produces the session's answers, and wakes them (:data:`NUDGE`) when a
-message for their session was queued on another instance. A subscriber's queue is drained
-by its connection's feed task, which never blocks, so the queue stays short.
+while this instance produces the session's answers. It also wakes them (:data:`NUDGE`) to
+look in Valkey: when a message for their session was queued on another instance, and when
+this instance stops answering it. A subscriber's queue is drained by its connection's feed
+task, which never blocks, so the queue stays short.
 """
 
 from __future__ import annotations
