@@ -195,8 +195,11 @@ class Sessions:
         try:
             await pubsub.subscribe(NUDGE_CHANNEL)
             async for message in pubsub.listen():
-                found = json.loads(message["data"])
-                yield found[0], found[1]
+                try:
+                    tenant_id, session_id = json.loads(message["data"])
+                except (ValueError, TypeError):
+                    continue  # not ours (only the queuing script publishes here): skip it
+                yield str(tenant_id), str(session_id)
         finally:
             await pubsub.aclose()
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from services.realtime.connection import IDLE_BACKOFF, Connection
+from services.realtime.sessions import NUDGE_CHANNEL
 from tests.integration.realtime.conftest import (
     QUESTION,
     Chat,
@@ -53,6 +54,24 @@ async def test_a_message_queued_elsewhere_wakes_a_quiet_connection(
     assert "30 days" in seen[-1].final_message.message.content
     # The instance the message was sent to answered it; the other only followed the log.
     assert (answered(asking), answered(quiet)) == (1, 0)
+    for chat in (talking, watching):
+        chat.call.cancel()
+
+
+async def test_a_stray_message_on_the_nudge_channel_is_skipped(
+    tenant: Tenant, start_instance: StartInstance
+) -> None:
+    asking, quiet = await start_instance(poll_s=60.0), await start_instance(poll_s=60.0)
+    assert quiet.app.realtime is not None
+    redis: Any = quiet.app.realtime.sessions.redis
+    for stray in (b"not json", b"[1]", b"42"):
+        await redis.publish(NUDGE_CHANNEL, stray)
+    talking, watching = await two_tabs(tenant, asking, quiet)
+    await asyncio.sleep(0.2)
+    await talking.say(QUESTION)
+    asked = await asyncio.wait_for(talking.until_final(), 20)
+    seen = await asyncio.wait_for(watching.until_final(), 20)  # the relay still runs
+    assert seen[-1].final_message == asked[-1].final_message
     for chat in (talking, watching):
         chat.call.cancel()
 
