@@ -38,9 +38,23 @@ async def _manage(settings: EdgeSettings, args: argparse.Namespace) -> int:
         await engine.dispose()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Serve, or run a key management command."""
-    settings = EdgeSettings()
+def _kid_as_operand(argv: list[str]) -> list[str]:
+    """Mark a key id as an operand, not an option.
+
+    A kid is a base64url thumbprint, and one in 64 of them starts with ``-``.
+    """
+    if (
+        len(argv) >= 2
+        and argv[0] == "retire-key"
+        and argv[1].startswith("-")
+        and argv[1] not in ("-h", "--help", "--")
+    ):
+        return [argv[0], "--", *argv[1:]]
+    return argv
+
+
+def parse(argv: Sequence[str], settings: EdgeSettings) -> argparse.Namespace:
+    """The command line's command and its arguments."""
     parser = argparse.ArgumentParser(prog="python -m services.edge")
     commands = parser.add_subparsers(dest="command")
     rotate = commands.add_parser("rotate-key", help="make a new key the signer")
@@ -52,7 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     retire = commands.add_parser("retire-key", help="stop accepting a key's tokens now")
     retire.add_argument("kid")
-    args = parser.parse_args(argv)
+    return parser.parse_args(_kid_as_operand(list(argv)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve, or run a key management command."""
+    settings = EdgeSettings()
+    args = parse(sys.argv[1:] if argv is None else argv, settings)
     if args.command is None:
         run_app(settings, lambda telemetry: build(settings, telemetry))
         return 0
