@@ -46,6 +46,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.types import Command
 
 from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.orchestrator.workflow.ahead import Ahead, first_route
+from services.orchestrator.workflow.calls import call_context
 from services.orchestrator.workflow.context import WorkflowContext
 from services.orchestrator.workflow.durability import DeferredCheckpointer
 from services.orchestrator.workflow.graph import RunGraph, build_graph
@@ -148,6 +150,7 @@ class WorkflowEngine:
         self._saver = DeferredCheckpointer(checkpointer, EFFECT_KEYS)
         self.graph: RunGraph = build_graph(self._saver)
         self._sleep, self._clock, self._jitter = sleep, clock, jitter
+        self._ahead: dict[str, Ahead] = {}  # thread → its router call under way
 
     def context(self, workflow: Workflow) -> WorkflowContext:
         """The runtime context for runs of ``workflow`` (for callers streaming the graph)."""
@@ -195,7 +198,23 @@ class WorkflowEngine:
             "started_at": began.isoformat(),
             "input": dict(input),
         }
+        self._ask_ahead(workflow, thread_id(tenant_id, run_id), initial)
         return await self._invoke(workflow, tenant_id, run_id, initial, fresh=True)
+
+    def _ask_ahead(self, workflow: Workflow, thread: str, initial: RunState) -> None:
+        """Start the run's first router call now, when it is certain (see ``ahead``)."""
+        found = first_route(workflow, initial)
+        if found is None:
+            return
+        step, ask = found
+        call = call_context(initial, self.context(workflow), step)
+        decision = asyncio.create_task(
+            self.ports.router.decide(call, ask.query, ask.context, ask.preference)
+        )
+        self._ahead[thread] = Ahead(ask, decision)
+
+    def _take_ahead(self, thread: str) -> Ahead | None:
+        return self._ahead.pop(thread, None)
 
     async def resume(
         self,
@@ -293,7 +312,11 @@ class WorkflowEngine:
         """Run the graph with the thread held, then store its end; ``fresh``: no checkpoint yet."""
         config = run_config(tenant_id, run_id, workflow)
         thread = thread_id(tenant_id, run_id)
-        context = replace(self.context(workflow), durable=partial(self._saver.flush, thread))
+        context = replace(
+            self.context(workflow),
+            durable=partial(self._saver.flush, thread),
+            ahead=partial(self._take_ahead, thread),
+        )
         self._saver.hold(thread, empty=fresh)
         try:
             # "sync": each super-step's checkpoint is taken before the next step starts; the
@@ -304,5 +327,8 @@ class WorkflowEngine:
         finally:
             # After a failure whatever was not flushed is dropped, as a crash would drop it.
             self._saver.release(thread)
+            unread = self._ahead.pop(thread, None)
+            if unread is not None:
+                unread.drop()
         assert view is not None
         return view

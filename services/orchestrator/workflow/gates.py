@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,6 +74,29 @@ _NAMES: Mapping[type, str] = {
 }
 
 
+def schema_problem(schema: Mapping[str, Any], value: Any) -> str | None:
+    """Where and why ``value`` breaks ``schema`` (JSON Schema 2020-12), or None when it holds."""
+    try:
+        checker = _checker(json.dumps(schema, sort_keys=True, default=dict))
+    except (TypeError, ValueError):  # a value JSON cannot spell (a YAML date): uncached
+        checker = Draft202012Validator(
+            dict(schema), format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
+    error = next(iter(sorted(checker.iter_errors(value), key=lambda e: e.path)), None)
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.absolute_path) or "(root)"
+    return f"{where}: {error.message}"
+
+
+@functools.lru_cache(maxsize=256)
+def _checker(schema: str) -> Draft202012Validator:
+    # Compiled once per schema: deployed workflows hold a handful of them.
+    return Draft202012Validator(
+        json.loads(schema), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+
+
 def _judged_tier(step: model.GateStep, state: RunState) -> str:
     """The tier that produced the checked output, for the router's feedback."""
     output = state.get("outputs", {}).get(step.target)
@@ -102,14 +127,8 @@ async def _check(
     values = scope(state)
     if isinstance(validator, model.JsonSchemaCheck):
         value = validator.value.evaluate(values) if validator.value else subject
-        checker = Draft202012Validator(
-            dict(validator.schema), format_checker=Draft202012Validator.FORMAT_CHECKER
-        )
-        error = next(iter(sorted(checker.iter_errors(value), key=lambda e: e.path)), None)
-        if error is None:
-            return True, False, None, "valid"
-        where = "/".join(str(part) for part in error.absolute_path) or "(root)"
-        return False, False, None, f"{where}: {error.message}"
+        problem = schema_problem(validator.schema, value)
+        return problem is None, False, None, problem or "valid"
     if isinstance(validator, model.ScoreThreshold):
         raw = (
             validator.value.evaluate(values)

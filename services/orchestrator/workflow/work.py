@@ -26,6 +26,7 @@ from services.orchestrator.workflow.ports import (
     CallContext,
     GenerationRequest,
     Passage,
+    RouteDecision,
     ToolEvent,
 )
 from services.orchestrator.workflow.state import (
@@ -59,11 +60,17 @@ async def route(state: RunState, runtime: Runtime[WorkflowContext]) -> RunState:
         query = as_text(step.query.render(values))
         context = values["context"] if isinstance(values["context"], Mapping) else {}
         call = call_context(state, ctx, step)
-        decision = await with_retries(
-            ctx,
-            meter,
-            lambda _: ctx.ports.router.decide(call, query, context, step.tier_preference),
-        )
+        ahead = ctx.ahead()
+        asked = None
+        if ahead is not None:
+            asked = ahead.answer(step.id, query, context, step.tier_preference)
+
+        def attempt(number: int) -> Awaitable[RouteDecision]:
+            if number == 1 and asked is not None:
+                return asked  # the engine asked this as the run started
+            return ctx.ports.router.decide(call, query, context, step.tier_preference)
+
+        decision = await with_retries(ctx, meter, attempt)
         meter.tier = decision.tier
         # The escalation path lists tiers above the first choice; drop any repeat of it.
         path = [tier for tier in decision.escalation_path if tier != decision.tier]
