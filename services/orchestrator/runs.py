@@ -101,6 +101,13 @@ class Runs:
             raise workflow_unknown(name, version)
         return found
 
+    def _expected(self, name: str, version: str) -> Workflow | None:
+        """The workflow a new run of ``name`` most likely runs (a tenant may pin another)."""
+        try:
+            return self.resolve(name, version)
+        except errors.DomainError:
+            return None
+
     async def begin(
         self,
         tenant_id: str,
@@ -111,8 +118,12 @@ class Runs:
         request_id: str,
         session_id: str,
         user_id: str,
+        run_id: str = "",
     ) -> tuple[store.RunRow | None, str, Workflow, datetime]:
-        """Insert the run (or find the one ``request_id`` started): (existing, id, workflow, t0)."""
+        """Insert the run (or find the one ``request_id`` started): (existing, id, workflow, t0).
+
+        ``run_id``: the new run's id, when the caller picked it; else a fresh one.
+        """
         async with db.tenant_transaction(self.engine, tenant_id) as connection:
             override, existing = await store.lookup(connection, workflow_name, request_id)
             if existing is not None:
@@ -120,7 +131,7 @@ class Runs:
                 began = existing.started_at or existing.created_at
                 return existing, existing.run_id, workflow, began
             workflow = self.resolve(workflow_name, version or override)
-            run_id, began = record.new_run_id(), datetime.now(UTC)
+            run_id, began = run_id or record.new_run_id(), datetime.now(UTC)
             await store.insert(
                 connection, run_id=run_id, tenant_id=tenant_id, workflow=workflow.name,
                 version=workflow.version, input=input, request_id=request_id,
@@ -147,7 +158,9 @@ class Runs:
 
     def _done(self, run_id: str, task: asyncio.Task[RunView]) -> None:
         self.active.pop(run_id, None)
-        self.tenant_of.pop(run_id, None)
+        tenant_id = self.tenant_of.pop(run_id, None)
+        if tenant_id is not None:
+            self.graph.drop_ahead(tenant_id, run_id)  # a run that ended before its graph ran
         self.drives.pop(run_id, None)
         failure = None if task.cancelled() else task.exception()
         if run_id in self.cancelling:
@@ -241,10 +254,25 @@ class Runs:
         No task means the run ``request_id`` names already ended or paused, or that another
         instance drives it.
         """
-        existing, run_id, workflow, began = await self.begin(
-            tenant_id, workflow_name, version, input,
-            request_id=request_id, session_id=session_id, user_id=user_id,
-        )  # fmt: skip
+        fresh_id = record.new_run_id()
+        expected = self._expected(workflow_name, version)
+        if expected is not None:
+            # The router call overlaps the insert (services.orchestrator.workflow.ahead).
+            self.graph.ask_ahead(
+                expected, tenant_id=tenant_id, run_id=fresh_id, input=input, user_id=user_id,
+                context=_detached(),
+            )  # fmt: skip
+        try:
+            existing, run_id, workflow, began = await self.begin(
+                tenant_id, workflow_name, version, input,
+                request_id=request_id, session_id=session_id, user_id=user_id, run_id=fresh_id,
+            )  # fmt: skip
+        except BaseException:
+            self.graph.drop_ahead(tenant_id, fresh_id)
+            raise
+        if existing is not None or workflow is not expected:
+            # A retry of a started run, or a tenant pinned to another version.
+            self.graph.drop_ahead(tenant_id, fresh_id)
         if existing is not None:
             return run_id, self.active.get(run_id)
         given = dict(input)

@@ -11,6 +11,11 @@ condition, each holding only JSON Schema checks of the input itself, which the i
 and neither the router step's condition nor its query reads anything but the input. So a
 decision asked ahead is the one the step would have asked for, and none is asked for a run
 that never reaches its router step (a failing input gate sends the run to repair instead).
+
+:class:`~services.orchestrator.runs.Runs` asks even earlier, as it writes a new run's row,
+with the id it is about to insert. When the row turns out to exist already (a retry of the
+same request) or the tenant pins another version, that call is dropped: a router decision
+is read-only work, like the ones a recovered run asks again.
 """
 
 from __future__ import annotations

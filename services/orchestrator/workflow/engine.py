@@ -33,6 +33,7 @@ What that guarantees after a crash, whenever it strikes:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -198,10 +199,44 @@ class WorkflowEngine:
             "started_at": began.isoformat(),
             "input": dict(input),
         }
-        self._ask_ahead(workflow, thread_id(tenant_id, run_id), initial)
+        if thread_id(tenant_id, run_id) not in self._ahead:
+            self._ask_ahead(workflow, thread_id(tenant_id, run_id), initial)
         return await self._invoke(workflow, tenant_id, run_id, initial, fresh=True)
 
-    def _ask_ahead(self, workflow: Workflow, thread: str, initial: RunState) -> None:
+    def ask_ahead(
+        self,
+        workflow: Workflow,
+        *,
+        tenant_id: str,
+        run_id: str,
+        input: Mapping[str, Any],
+        user_id: str = "",
+        context: contextvars.Context | None = None,
+    ) -> None:
+        """Start the first router call of a run about to be created (see ``ahead``).
+
+        For a caller that writes the run's row first: the call overlaps that write. The
+        run's start takes it; :meth:`drop_ahead` when the run is not started after all.
+        ``context``: the one the run will run in (the call is made in it).
+        """
+        initial: RunState = {
+            "tenant_id": tenant_id, "run_id": run_id, "user_id": user_id, "input": dict(input),
+        }  # fmt: skip
+        self._ask_ahead(workflow, thread_id(tenant_id, run_id), initial, context)
+
+    def drop_ahead(self, tenant_id: str, run_id: str) -> None:
+        """Forget the router call asked for a run that will not start here."""
+        unread = self._ahead.pop(thread_id(tenant_id, run_id), None)
+        if unread is not None:
+            unread.drop()
+
+    def _ask_ahead(
+        self,
+        workflow: Workflow,
+        thread: str,
+        initial: RunState,
+        context: contextvars.Context | None = None,
+    ) -> None:
         """Start the run's first router call now, when it is certain (see ``ahead``)."""
         found = first_route(workflow, initial)
         if found is None:
@@ -209,7 +244,8 @@ class WorkflowEngine:
         step, ask = found
         call = call_context(initial, self.context(workflow), step)
         decision = asyncio.create_task(
-            self.ports.router.decide(call, ask.query, ask.context, ask.preference)
+            self.ports.router.decide(call, ask.query, ask.context, ask.preference),
+            context=context,
         )
         self._ahead[thread] = Ahead(ask, decision)
 
@@ -327,8 +363,6 @@ class WorkflowEngine:
         finally:
             # After a failure whatever was not flushed is dropped, as a crash would drop it.
             self._saver.release(thread)
-            unread = self._ahead.pop(thread, None)
-            if unread is not None:
-                unread.drop()
+            self.drop_ahead(tenant_id, run_id)
         assert view is not None
         return view
