@@ -112,6 +112,7 @@ class Relay:
             except Exception:  # noqa: BLE001 - database or NATS trouble: try again later
                 _log.warning("outbox relay failed; retrying", exc_info=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+                async with asyncio.timeout(self._poll_s):
+                    await self._wake.wait()
                 await asyncio.sleep(self._settle_s)
             self._wake.clear()

@@ -188,7 +188,8 @@ class Runs:
         tenant = self.tenant_of.get(run_id, "")
         while tenant and not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.lease_s / 3)
+                async with asyncio.timeout(self.lease_s / 3):
+                    await stop.wait()
                 return
             try:
                 await store.lease(self.engine, tenant, run_id, self.owner, self.lease_s)

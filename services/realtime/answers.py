@@ -129,7 +129,8 @@ class Answers:
         every_s = self._sessions.lease_ms / 3000
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
+                async with asyncio.timeout(every_s):
+                    await stop.wait()
                 return
             try:
                 await self._sessions.renew(*key)

@@ -81,7 +81,8 @@ class RealtimeServicer(pb_grpc.RealtimeServiceServicer):
         tenant = tenancy.require_tenant()
         frames = aiter(request_iterator)
         try:
-            first = await asyncio.wait_for(anext(frames), self.rt.limits.heartbeat_s)
+            async with asyncio.timeout(self.rt.limits.heartbeat_s):
+                first = await anext(frames)
         except StopAsyncIteration:
             raise errors.InvalidArgument("the stream ended before its open frame") from None
         except TimeoutError:

@@ -92,7 +92,8 @@ class RouterApp:
     async def start(self) -> None:
         """Read the registry once, then refresh it and consume run outcomes in the background."""
         try:
-            await asyncio.wait_for(self.registry.refresh(), timeout=10.0)
+            async with asyncio.timeout(10.0):
+                await self.registry.refresh()
         except Exception:  # noqa: BLE001 - serve with what loaded; the loop retries
             _log.warning("first policy registry read failed", exc_info=True)
         self._tasks.append(asyncio.create_task(self.registry.run(self.settings.registry_refresh_s)))

@@ -213,7 +213,8 @@ class PolicyRegistry:
         while True:
             try:
                 # Bounded, so a hung database delays the view, never the refresh loop.
-                await asyncio.wait_for(self.refresh(), timeout=max(interval_s, 5.0))
+                async with asyncio.timeout(max(interval_s, 5.0)):
+                    await self.refresh()
             except Exception:  # noqa: BLE001 - keep the last view and try again
                 self.metrics.state_errors.labels("registry_refresh").inc()
                 _log.warning("policy registry refresh failed", exc_info=True)

@@ -174,7 +174,8 @@ class PaymentSandbox(HttpSandbox):
         if source == HANGING_SOURCE:
             self.hanging.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._unhang.wait(), self.hang_s)
+                async with asyncio.timeout(self.hang_s):
+                    await self._unhang.wait()
         declined = source == DECLINED_SOURCE
         capture = bool(body.get("capture", True))
         charge: JsonObject = {

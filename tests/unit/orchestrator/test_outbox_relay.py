@@ -47,3 +47,16 @@ async def test_without_settling_each_wake_is_a_read() -> None:
 async def test_without_a_wake_the_relay_polls() -> None:
     relay = _Counting(poll_s=0.05, settle_s=0.0)
     assert await _reads_after(relay, wakes=0, wait_s=0.5) >= 2
+
+
+async def test_a_relay_cancelled_as_it_is_woken_stops() -> None:
+    # On Python 3.11 asyncio.wait_for returns a result that is ready when the cancellation
+    # arrives and drops the cancellation: the relay would carry on and its stop never end.
+    relay = _Counting(poll_s=60.0, settle_s=0.0)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.05)  # waiting for a wake
+    relay.wake()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2.0)
+    assert done == {task}
+    assert task.cancelled()
