@@ -102,19 +102,26 @@ class Answers:
     async def _drive(self, key: SessionKey) -> None:
         tenant_id, session_id = key
         try:
-            if not await self._sessions.acquire(tenant_id, session_id):
+            # A kick after a read (a message queued meanwhile) has this task look again.
+            self._kicked.discard(key)
+            held, item, taken_over = await self._sessions.next_answer(
+                tenant_id, session_id, acquire=True
+            )
+            if not held:
                 return  # another live instance answers; connections tail the log
             stop = asyncio.Event()
             renewing = asyncio.create_task(self._renew(key, stop))
             try:
                 while True:
-                    self._kicked.discard(key)
-                    item = await self._sessions.head(tenant_id, session_id)
                     if item is None:
                         if await self._sessions.release_if_idle(tenant_id, session_id):
                             return
-                        continue
-                    await self._answer(key, item)
+                    else:
+                        await self._answer(key, item, taken_over)
+                    self._kicked.discard(key)
+                    _, item, taken_over = await self._sessions.next_answer(
+                        tenant_id, session_id, acquire=False
+                    )
             finally:
                 # A flag, not cancel(): a Valkey client may turn a cancellation into an
                 # error, which the loop would survive and this await never end.
@@ -142,9 +149,9 @@ class Answers:
         await self._sessions.append(*key, event, terminal=is_terminal(event))
         self.hub.publish(key, event)
 
-    async def _answer(self, key: SessionKey, item: Pending) -> None:
+    async def _answer(self, key: SessionKey, item: Pending, taken_over: bool) -> None:
+        """Answer ``item`` (``taken_over``: begun by an instance that died, see _relay)."""
         tenant_id, session_id = key
-        taken_over = await self._sessions.begin_answer(tenant_id, session_id, item.request_id)
         request = orchestrator_pb.StreamRunRequest(
             message=item.text, tenant_id=tenant_id, user_id=item.user_id,
             session_id=session_id, request_id=item.request_id,

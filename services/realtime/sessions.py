@@ -10,7 +10,8 @@ Per session (all keys share one hash slot, ``rt:{tenant:session}:…``):
 - ``queue`` list: user messages waiting for an answer, oldest first; the head is popped in
   the same script that logs its answer's final event, so a crash never loses a message;
 - ``req:<request_id>``: marks a message as accepted, so a re-sent one is answered once;
-- ``pump``: the lease of the instance producing answers for the session.
+- ``pump``: the lease of the instance producing answers for the session (taken, together
+  with reading the next message and marking its answer begun, in one script).
 
 A tenant's open connections are a sorted set ``rt:conns:{tenant}`` of connection ids scored
 by expiry, so a crashed instance's connections stop counting once their expiry passes.
@@ -59,6 +60,21 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return seq
+"""
+
+# The answering loop's next step, in one round trip: take the lease (ARGV[3] = '1': unless a
+# live instance holds it), read the oldest waiting message and mark its answer begun.
+# {0}: another instance holds the lease; {1}: nothing waits; {2, message, taken over?}.
+_NEXT = """
+if ARGV[3] == '1' and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0}
+end
+local head = redis.call('LINDEX', KEYS[2], 0)
+if not head then return {1} end
+local request_id = cjson.decode(head)['r']
+local before = redis.call('HGET', KEYS[3], 'started')
+redis.call('HSET', KEYS[3], 'started', request_id)
+return {2, head, before == request_id and 1 or 0}
 """
 
 _RELEASE_IF_IDLE = """
@@ -157,6 +173,7 @@ class Sessions:
         self.owner = owner or uuid.uuid4().hex
         self._submit = redis.register_script(_SUBMIT)
         self._append = redis.register_script(_APPEND)
+        self._next = redis.register_script(_NEXT)
         self._release = redis.register_script(_RELEASE_IF_IDLE)
         self._renew = redis.register_script(_RENEW)
         self._slot = redis.register_script(_SLOT)
@@ -239,26 +256,28 @@ class Sessions:
         found = await self.redis.hget(Keys.of(tenant_id, session_id).meta, "seq")
         return int(found or 0)
 
-    async def head(self, tenant_id: str, session_id: str) -> Pending | None:
-        """The oldest message still waiting for its answer."""
-        raw = await self.redis.lindex(Keys.of(tenant_id, session_id).queue, 0)
-        return None if raw is None else Pending.load(raw)
+    async def next_answer(
+        self, tenant_id: str, session_id: str, *, acquire: bool
+    ) -> tuple[bool, Pending | None, bool]:
+        """The next message to answer, its answer marked begun, in one round trip.
+
+        Returns (lease held, message or None, its answer was begun before: taken over).
+        ``acquire``: take the lease first, unless a live instance holds it (then: not held).
+        """
+        keys = Keys.of(tenant_id, session_id)
+        found = await self._next(
+            keys=[keys.pump, keys.queue, keys.meta],
+            args=[self.owner, self.lease_ms, "1" if acquire else "0"],
+        )
+        if int(found[0]) == 0:
+            return False, None, False
+        if int(found[0]) == 1:
+            return True, None, False
+        return True, Pending.load(found[1]), bool(int(found[2]))
 
     async def waiting(self, tenant_id: str, session_id: str) -> int:
         """How many messages wait for an answer."""
         return int(await self.redis.llen(Keys.of(tenant_id, session_id).queue))
-
-    async def begin_answer(self, tenant_id: str, session_id: str, request_id: str) -> bool:
-        """Mark ``request_id``'s answer as begun; True when it had been begun before."""
-        meta = Keys.of(tenant_id, session_id).meta
-        before = await self.redis.hget(meta, "started")
-        await self.redis.hset(meta, "started", request_id)
-        return before is not None and before.decode() == request_id
-
-    async def acquire(self, tenant_id: str, session_id: str) -> bool:
-        """Take the session's answer lease unless a live instance holds it."""
-        pump = Keys.of(tenant_id, session_id).pump
-        return bool(await self.redis.set(pump, self.owner, nx=True, px=self.lease_ms))
 
     async def renew(self, tenant_id: str, session_id: str) -> bool:
         """Extend our lease; False when it was lost."""

@@ -54,8 +54,8 @@ async def test_an_answer_left_by_a_dead_instance_is_finished_by_the_next(
         session = await dead.open(tenant.id, "u1", "")
         request_id = uuid.uuid4().hex
         await dead.submit(tenant.id, session, Pending(request_id, QUESTION, "u1", {}))
-        assert not await dead.begin_answer(tenant.id, session, request_id)
-        assert await dead.acquire(tenant.id, session)
+        held, item, taken_over = await dead.next_answer(tenant.id, session, acquire=True)
+        assert (held, item is not None and item.request_id, taken_over) == (True, request_id, False)
     finally:
         await redis.aclose()
 
