@@ -84,6 +84,8 @@ class Runs:
     tenant_of: dict[str, str] = field(default_factory=dict)
     recovering: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     cancelling: dict[str, asyncio.Task[RunView]] = field(default_factory=dict)
+    # Per run driven here: its view once its outcome committed, before its usage is counted.
+    recorded: dict[str, asyncio.Future[RunView]] = field(default_factory=dict)
 
     def latest(self, name: str) -> Workflow:
         """The newest deployed version of ``name``."""
@@ -149,6 +151,7 @@ class Runs:
         task = self.active.get(run_id)
         if task is None:
             self.tenant_of[run_id] = tenant_id
+            self.recorded[run_id] = asyncio.get_running_loop().create_future()
             self.hub.open(run_id)
             current = self.drives[run_id] = Drive(run_id)
             task = asyncio.create_task(self._leased(current, work), context=_detached())
@@ -162,6 +165,7 @@ class Runs:
         if tenant_id is not None:
             self.graph.drop_ahead(tenant_id, run_id)  # a run that ended before its graph ran
         self.drives.pop(run_id, None)
+        self.recorded.pop(run_id, None)
         failure = None if task.cancelled() else task.exception()
         if run_id in self.cancelling:
             return  # halted on purpose; the cancellation carries on with it
@@ -230,6 +234,9 @@ class Runs:
             await record.finished(connection, view, latency_ms, status=status)
         self.wake()
         self.hub.finish(view.run_id)
+        recorded = self.recorded.get(view.run_id)
+        if not status and recorded is not None and not recorded.done():
+            recorded.set_result(view)
         final = (status or view.status) in store.FINAL
         if final and self.redis is not None:
             try:
@@ -325,6 +332,19 @@ class Runs:
         if view is None:
             raise errors.NotFound(f"run {run_id} not found")
         return view
+
+    async def answered(self, tenant_id: str, run_id: str, task: asyncio.Task[RunView]) -> RunView:
+        """Like :meth:`awaited`, but as soon as the run's outcome committed.
+
+        The count of its usage that follows is not waited for: a streamed answer ends with
+        the commit. A run that ends any other way (failed, cancelled) is awaited as usual.
+        """
+        recorded = self.recorded.get(run_id)
+        if recorded is not None:
+            await asyncio.wait({recorded, task}, return_when=asyncio.FIRST_COMPLETED)
+            if recorded.done():
+                return recorded.result()
+        return await self.awaited(tenant_id, run_id, task)
 
     async def outcome(self, tenant_id: str, run_id: str) -> tuple[store.RunRow, RunView | None]:
         """The run once it ended or paused, waiting for whichever instance drives it."""

@@ -4,7 +4,9 @@ The stream carries, in order: ``token_delta`` events as a model writes a free-te
 ``tool_event`` events as tools are called (REQUESTED before, SUCCEEDED or FAILED after,
 COMPENSATED when a compensation ran), then exactly one terminal event: ``final_message``
 with the run's answer, the text SendChatMessage returns (a holding message when the run
-waits for a human), or ``error`` when the run produced no answer at all.
+waits for a human), or ``error`` when the run produced no answer at all. The terminal event
+follows the commit of the run's outcome; the count of its usage against the tenant's quotas
+(:mod:`services.orchestrator.metering`) goes on after it.
 
 Token deltas are provisional: when a gate rejects an answer and the run repairs it
 (another tier, a retry) or falls back, the deltas of the rejected attempt have already been
@@ -68,7 +70,7 @@ async def stream_run(
         # Driven here: its view, without reading back what it has just written. A run that
         # stopped unrecorded is recovered, and then read like one driven elsewhere.
         with contextlib.suppress(Exception):
-            view = await runs.awaited(tenant_id, run_id, task)
+            view = await runs.answered(tenant_id, run_id, task)
     if view is not None:
         status = view.status
     else:

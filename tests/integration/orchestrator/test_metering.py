@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -23,9 +24,12 @@ from services.orchestrator import metering, record, store
 from services.orchestrator.workflow import RunView
 from tests.integration.edge import provision
 from tests.integration.orchestrator.conftest import Client
+from tests.integration.orchestrator.rpc import Rpc
 from tests.integration.orchestrator.test_chat import ORDER
+from tests.integration.orchestrator.test_stream import POLICY
 
 DAY_S = 86_400.0
+QUESTION = "Can items be returned within 30 days of delivery?"
 TOKENS, COST_USD = 1234, 0.004321
 
 
@@ -166,3 +170,29 @@ async def test_a_running_sweep_counts_a_run_committed_after_it_began(
     assert await quota.usage(redis, tenant, now=when) == EXPECTED
     await sweeper.sweep()
     assert await quota.usage(redis, tenant, now=when) == EXPECTED
+
+
+async def test_a_streamed_answer_ends_without_waiting_for_its_usage_count(
+    client: Client, rpc: Rpc, redis: Redis
+) -> None:
+    # Valkey holds every write once the answer is under way, so the count (a Valkey script,
+    # the orchestrator's only Valkey write) cannot happen until it is let go.
+    await client.learn(POLICY)
+    call = rpc.open_stream(rpc.stream_request(QUESTION, uuid.uuid4().hex))
+    events = [await call.read()]
+    while not events[-1].HasField("token_delta"):
+        events.append(await call.read())
+    await redis.client_pause(30_000, all=False)  # writes only
+    try:
+        while not events[-1].HasField("final_message"):
+            events.append(await call.read())
+        run_id = events[-1].final_message.run_id
+        assert run_id, events[-1]
+        assert not await redis.exists(quota.marker_key(client.tenant, run_id))
+    finally:
+        await redis.client_unpause()
+    for _ in range(100):  # counted once Valkey takes writes again
+        if await redis.exists(quota.marker_key(client.tenant, run_id)):
+            break
+        await asyncio.sleep(0.1)
+    assert await redis.exists(quota.marker_key(client.tenant, run_id))
