@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
 from services.kit.devstack import Platform
 from services.realtime.sessions import Pending, Sessions
 from supportmesh.spec.v1 import message_pb2
-
-
-@pytest.fixture
-async def redis(platform: Platform) -> AsyncIterator[Redis]:
-    client = Redis.from_url(platform.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def final(text: str) -> message_pb2.StreamEvent:
@@ -28,8 +17,16 @@ def final(text: str) -> message_pb2.StreamEvent:
 
 
 async def test_one_instance_answers_the_queue_in_order_and_knows_a_begun_answer(
-    redis: Redis,
+    platform: Platform,
 ) -> None:
+    redis = Redis.from_url(platform.redis_url)
+    try:
+        await _answer_in_order(redis)
+    finally:
+        await redis.aclose()
+
+
+async def _answer_in_order(redis: Redis) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     a, b = Sessions(redis, lease_ms=10_000), Sessions(redis, lease_ms=10_000)
     session = await a.open(tenant, "u1", "")
