@@ -108,8 +108,10 @@ async def test_bad_frames_end_the_stream_with_a_clear_status(
 
 async def test_chat_needs_a_credential(edge_stub: pb_grpc.RealtimeServiceStub) -> None:
     chat = Chat(edge_stub, ())
+    # Refused on its headers, before any frame. Read rather than write: a write that meets
+    # the refusal fails with the client library's own INTERNAL ("Failed execute_batch").
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await chat.open()
+        await chat.call.read()
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
