@@ -13,6 +13,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
@@ -57,6 +58,46 @@ async def add_many(
     return [str(row["id"]) for row in rows]
 
 
+Row = tuple[int, str, str, bytes]  # (seq, event id, subject, payload) of an outbox row
+
+
+async def publish_rows(
+    js: JetStreamContext, rows: Sequence[Row], timeout_s: float = 2.0
+) -> list[int]:
+    """Publish ``rows`` in order without waiting for each ack; the seqs JetStream stored.
+
+    The messages go out one after another on the connection, so the stream keeps their
+    order, and their acknowledgements are awaited together: one wait for the batch, where
+    one round trip per row made the relay fall behind under load. A row whose publish
+    fails (no stream for its subject, or no ack within ``timeout_s``) stays unsent and is
+    tried again by the next flush; the rows after it are not held back by it.
+    """
+    acks: list[asyncio.Future[Any]] = []
+    try:
+        for _seq, event_id, subject, payload in rows:
+            acks.append(
+                await js.publish_async(subject, bytes(payload), headers={"Nats-Msg-Id": event_id})
+            )
+    except Exception:  # noqa: BLE001 - the rows not yet sent stay in the outbox
+        _log.warning("outbox publish failed", exc_info=True)
+    if not acks:
+        return []
+    _, late = await asyncio.wait(acks, timeout=timeout_s)
+    for ack in late:
+        ack.cancel()
+    sent, failed = [], []
+    for (seq, *_), ack in zip(rows, acks, strict=False):
+        if ack.cancelled():
+            failed.append(f"{seq}: no ack within {timeout_s} s")
+        elif ack.exception() is not None:
+            failed.append(f"{seq}: {ack.exception()!r}")
+        else:
+            sent.append(seq)
+    if failed:
+        _log.warning("outbox rows not published; retried later", extra={"rows": failed})
+    return sent
+
+
 class Relay:
     """Publishes committed outbox rows to JetStream; ``wake`` after a commit to skip the poll."""
 
@@ -87,16 +128,7 @@ class Relay:
         """Publish one batch of unsent rows; returns how many were published."""
         async with db.global_transaction(self._engine) as connection:
             rows = (await connection.execute(_PENDING, {"limit": self._batch})).all()
-            sent: list[int] = []
-            for seq, event_id, subject, payload in rows:
-                try:
-                    await self._js.publish(
-                        subject, bytes(payload), headers={"Nats-Msg-Id": event_id}, timeout=2.0
-                    )
-                except Exception:  # noqa: BLE001 - the row stays unsent and is retried
-                    _log.warning("outbox publish failed", exc_info=True)
-                    break
-                sent.append(seq)
+            sent = await publish_rows(self._js, [(r[0], r[1], r[2], r[3]) for r in rows])
             if sent:
                 await connection.execute(_MARK, {"seqs": sent})
         return len(sent)
