@@ -169,6 +169,26 @@ def cpu_per_request(
     return dict(sorted(spent.items(), key=lambda item: -item[1]))
 
 
+async def settle(quiet_ms: float = 60.0, window_s: float = 1.0, limit_s: float = 120.0) -> float:
+    """Wait until the platform is idle again; returns the seconds waited.
+
+    Work an answer causes goes on after its reply: the outbox relay publishes its events,
+    the router reads its outcome. After a burst that work runs for seconds, so a phase that
+    starts at once measures the burst's tail as well as its own load. Idle means the
+    platform's processes together spent under ``quiet_ms`` CPU ms in ``window_s`` (idle
+    heartbeats and polls come to about 25 ms a second); ``limit_s`` caps the wait.
+    """
+    began = time.perf_counter()
+    while time.perf_counter() - began < limit_s:
+        before = cpu_seconds()
+        await asyncio.sleep(window_s)
+        spent = cpu_per_request(before, cpu_seconds(), 1)
+        spent.pop("bench client", None)
+        if sum(spent.values()) < quiet_ms * window_s:
+            break
+    return time.perf_counter() - began
+
+
 def quantiles(samples: Sequence[float]) -> dict[str, float]:
     """p50 and p95 of ``samples``."""
     ordered = sorted(samples)
