@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -121,6 +122,35 @@ async def test_the_commit_and_sweeps_racing_count_a_run_once(
     )
     assert added.count(True) <= 1
     assert await quota.usage(redis, tenant, now=when) == EXPECTED
+
+
+class _CountingScripts(Redis):
+    """The real client, counting the scripts it runs (the quota count is one)."""
+
+    scripts = 0
+
+    async def evalsha(self, *args: Any, **kwargs: Any) -> Any:
+        self.scripts += 1
+        return await super().evalsha(*args, **kwargs)
+
+
+async def test_a_sweep_runs_the_counting_script_only_for_runs_left_uncounted(
+    platform: Platform, engine: AsyncEngine, redis: Redis, admin_db: asyncpg.Connection
+) -> None:
+    tenant = await provision.create_tenant(platform)
+    counted = await committed_uncounted(engine, tenant)
+    when = await metered_at(admin_db, counted)
+    assert await metering.count(redis, tenant, counted, TOKENS, COST_USD, now=when)
+    left = await committed_uncounted(engine, tenant)
+
+    watched = _CountingScripts(connection_pool=redis.connection_pool)
+    added = await metering.Sweeper(engine, watched).sweep()
+    # The sweep re-read both runs (and any other recent one) but asked Valkey to count only
+    # what had no marker: the run left uncounted, unless the platform's own sweep got there.
+    assert watched.scripts == added
+    assert await redis.exists(quota.marker_key(tenant, left))
+    doubled = quota.Usage(2 * EXPECTED.tokens, 2 * EXPECTED.cost_micros)
+    assert await quota.usage(redis, tenant, now=when) == doubled
 
 
 async def test_a_chat_run_counts_its_usage_once(
