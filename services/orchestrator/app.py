@@ -179,7 +179,7 @@ class OrchestratorApp:
         if not event.tenant_id or not event.run_id:
             raise ValueError("agent.run.requested without tenant_id or run_id")
         assert self.runs is not None
-        await self.runs.recover(event.tenant_id, event.run_id)
+        await self.runs.requested(event.tenant_id, event.run_id)
 
     async def stop(self) -> None:
         """Stop background work and close connections."""

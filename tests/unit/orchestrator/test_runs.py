@@ -124,3 +124,29 @@ async def test_a_retried_request_drops_the_call_asked_for_it(
     await asyncio.sleep(0.01)
     assert len(router.started) == 1
     assert router.cancelled == router.started  # the call for the id never used was stopped
+
+
+async def test_a_requested_event_for_a_run_driven_here_asks_no_database(
+    workflows: dict[str, Workflow], doubles: Doubles
+) -> None:
+    runs = _runs(workflows, doubles, _SlowRouter())
+
+    async def begin(*args: Any, run_id: str = "", **kwargs: Any) -> Any:
+        return None, run_id, workflows["tracking"], datetime.now(UTC)
+
+    recovered: list[tuple[str, str]] = []
+
+    async def recover(tenant_id: str, run_id: str) -> None:
+        recovered.append((tenant_id, run_id))
+
+    runs.begin = begin  # type: ignore[method-assign]
+    runs.recover = recover  # type: ignore[method-assign]
+    doubles.models.replies = {"SLM_A": SHIPPED}
+    run_id, task = await runs.start("acme", "tracking", "", ASK, request_id="r1", user_id="u1")
+    assert task is not None
+    await runs.requested("acme", run_id)  # while it runs
+    await task
+    await runs.requested("acme", run_id)  # just after it ended
+    assert recovered == []
+    await runs.requested("acme", "run-elsewhere")  # started by another orchestrator
+    assert recovered == [("acme", "run-elsewhere")]
