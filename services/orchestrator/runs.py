@@ -484,10 +484,10 @@ class Runs:
     async def requested(self, tenant_id: str, run_id: str) -> None:
         """A run's ``agent.run.requested`` event: recover it if nobody drives it.
 
-        The event reaches every orchestrator, the one that started the run included, which
-        by then is driving it or has just finished it (the hub still holds its events):
-        that one knows without asking the database. A run that failed here is left to
-        :meth:`recover_loop` once its lease lapses.
+        The orchestrators share the event's consumer, so it often comes to the one that
+        started the run, which by then is driving it or has just finished it (the hub still
+        holds its events) and knows without asking the database. A run that failed here is
+        left to :meth:`recover_loop` once its lease lapses.
         """
         if run_id not in self.hub:
             await self.recover(tenant_id, run_id)
